@@ -1,0 +1,118 @@
+"""Ingest a cohort: one Ray task per slide, failures as data, the run goes on."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import ray
+from tqdm.auto import tqdm
+
+from engine.cluster import ensure_ray
+from engine.errors import SlideFleetError, WorkerDied
+from engine.ingest.convert import IngestResult, convert_slide
+from engine.ingest.params import IngestParams
+from engine.manifest import SlideEntry, read_manifest
+from engine.runs import new_run_id
+from engine.store import FleetLayout, remove_stale_temporaries
+from engine.tables import FailureRecord, write_failures, write_table_part
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class IngestReport:
+    """Outcome of one ingest run."""
+
+    run_id: str
+    results: list[IngestResult] = field(default_factory=list)
+    failures: list[FailureRecord] = field(default_factory=list)
+
+    @property
+    def converted(self) -> list[IngestResult]:
+        return [r for r in self.results if not r.skipped]
+
+    @property
+    def skipped(self) -> list[IngestResult]:
+        return [r for r in self.results if r.skipped]
+
+
+def _convert_or_fail(entry: SlideEntry, layout: FleetLayout, params: IngestParams) -> IngestResult | FailureRecord:
+    """Runs inside a Ray task: expected failures come back as data, not exceptions."""
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        return convert_slide(entry, layout, params)
+    except SlideFleetError as exc:
+        return FailureRecord.from_exception("ingest", entry.slide_id, exc, source_path=str(entry.path))
+    except Exception as exc:  # an unexpected bug must not take the cohort down
+        log.exception("unexpected error ingesting %s", entry.slide_id)
+        return FailureRecord.from_exception("ingest", entry.slide_id, exc, source_path=str(entry.path))
+
+
+_convert_task = ray.remote(num_cpus=1, max_retries=1)(_convert_or_fail)
+
+
+def ingest(
+    manifest: Path | str,
+    root: Path | str,
+    *,
+    params: IngestParams | None = None,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    slide_ids: Sequence[str] | None = None,
+    progress: bool = True,
+    run_id: str | None = None,
+) -> IngestReport:
+    """Convert every slide of ``manifest`` into ``root/slides/<slide_id>.ome.zarr``.
+
+    Slides whose file, annotation and parameters are unchanged since a completed conversion are
+    skipped. Each failing slide becomes a row of ``root/tables/failures``; the others complete.
+    """
+    params = params or IngestParams()
+    layout = FleetLayout(Path(root))
+    report = IngestReport(run_id=run_id or new_run_id())
+    parsed = read_manifest(manifest)
+    for rejected in parsed.rejected:
+        report.failures.append(FailureRecord.from_exception("manifest", rejected.slide_id, rejected.error))
+    entries = [e for e in parsed.entries if slide_ids is None or e.slide_id in set(slide_ids)]
+    layout.slides_dir.mkdir(parents=True, exist_ok=True)
+    for stale in remove_stale_temporaries(layout.slides_dir):
+        log.warning("removed %s left half-written by an interrupted run", stale.name)
+
+    if entries:
+        ensure_ray(address, num_cpus=num_cpus)
+        pending = {_convert_task.remote(e, layout, params): e for e in entries}
+        with tqdm(total=len(entries), desc="ingest", unit="slide", disable=not progress) as bar:
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                entry = pending.pop(done[0])
+                try:
+                    outcome = ray.get(done[0])
+                except (ray.exceptions.RayTaskError, ray.exceptions.WorkerCrashedError,
+                        ray.exceptions.RayError) as exc:
+                    outcome = FailureRecord.from_exception(
+                        "ingest", entry.slide_id,
+                        WorkerDied(f"the worker converting this slide died ({type(exc).__name__}); "
+                                   "it was retried once. The file may crash the slide library."),
+                        source_path=str(entry.path),
+                    )
+                if isinstance(outcome, FailureRecord):
+                    report.failures.append(outcome)
+                else:
+                    report.results.append(outcome)
+                    if outcome.annotation_error is not None:
+                        report.failures.append(
+                            FailureRecord.from_exception(
+                                "ingest", entry.slide_id, outcome.annotation_error,
+                                source_path=str(entry.annotation),
+                            )
+                        )
+                bar.set_postfix(failed=len(report.failures))
+                bar.update()
+
+    rows = [r.table_row() for r in report.results]
+    write_table_part(layout.tables_dir, "ingested", rows, run_id=report.run_id)
+    write_failures(layout.tables_dir, report.failures, run_id=report.run_id)
+    return report
