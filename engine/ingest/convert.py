@@ -229,7 +229,7 @@ def _write_annotation(entry: SlideEntry, reader: SlideReader, labels: zarr.Group
     group.attrs["ome"] = ngff.label_attributes(
         "annotation",
         _label_levels(count, info.mpp_y, info.mpp_x, downsample, downsample),
-        properties={value: {"class": name} for value, name in class_map.label_names().items()},
+        properties={value: {"class": name} for value, name in {0: "background", **class_map.label_names}.items()},
     )
     return labelled_px * (downsample * info.mpp) ** 2 / 1e6
 
