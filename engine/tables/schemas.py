@@ -54,9 +54,25 @@ INGESTED_SLIDES_SCHEMA = pa.schema(
     ]
 )
 
+INFERRED_SCHEMA = pa.schema(
+    [
+        _field("slide_id", pa.string(), "Slide identifier."),
+        _field("model_id", pa.string(), "Content hash of the model file and card."),
+        _field("model", pa.string(), "Model name:version."),
+        _field("tiles", pa.int64(), "Tissue tiles scored."),
+        _field("units", pa.int64(), "Work units (output chunks) written."),
+        _field("seconds", pa.float64(), "Wall time from the slide's first unit to its commit."),
+        _field("read_seconds", pa.float64(), "Summed time actors spent reading and resampling tiles."),
+        _field("model_seconds", pa.float64(), "Summed time actors held the model for this slide."),
+        _field("unit_retries", pa.int64(), "Units re-run because an actor died for good."),
+        *PROVENANCE_FIELDS,
+    ]
+)
+
 TABLE_SCHEMAS: dict[str, pa.Schema] = {
     "failures": FAILURES_SCHEMA,
     "ingested": INGESTED_SLIDES_SCHEMA,
+    "inferred": INFERRED_SCHEMA,
 }
 
 

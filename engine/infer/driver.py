@@ -1,0 +1,315 @@
+"""Score a cohort: plan tissue tiles per slide, stream work units to actors, commit each slide.
+
+Backpressure: at most ``in_flight_per_actor`` units are queued per actor, so memory depends on
+unit size and actor count, never on the cohort. Failures are data: a slide whose model output is
+invalid becomes a failures row and the others go on; a dead actor is restarted by Ray and its
+units retried (a unit rewrites only its own chunk, so a retry can neither duplicate nor lose a
+tile); an actor dead for good is replaced.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+from tqdm.auto import tqdm
+
+from engine import __version__
+from engine.cluster import ensure_ray
+from engine.errors import NoTissue, SlideFleetError, StoreIncomplete, WorkerDied
+from engine.infer.actor import ScoringActor, UnitJob, UnitStats
+from engine.infer.params import InferParams
+from engine.infer.plan import TileGeometry, WorkUnit, plan_units, tile_geometry, tissue_tiles
+from engine.infer.prediction_store import (
+    finalise,
+    is_complete,
+    open_or_create_partial,
+    record_unit_done,
+)
+from engine.models import ModelRegistry, RegisteredModel
+from engine.runs import new_run_id
+from engine.store import FleetLayout
+from engine.store.slide_store import SlideStore
+from engine.tables import FailureRecord, write_failures, write_table_part
+
+log = logging.getLogger(__name__)
+
+PREDICTION_FORMAT_VERSION = 1
+
+
+@dataclass
+class SlideJob:
+    store: SlideStore
+    final_path: Path
+    partial_path: Path
+    key: dict[str, Any]
+    geometry: TileGeometry
+    units_total: int
+    tiles_total: int
+    units_done: int = 0
+    tiles_done: int = 0
+    in_flight: int = 0
+    failed: bool = False
+    started: float | None = None
+    read_seconds: float = 0.0
+    model_seconds: float = 0.0
+    retries: int = 0
+
+    @property
+    def slide_id(self) -> str:
+        return self.store.slide_id
+
+
+@dataclass
+class InferReport:
+    run_id: str
+    model: RegisteredModel
+    scored: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failures: list[FailureRecord] = field(default_factory=list)
+    actors: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    tiles: int = 0
+    unit_retries: int = 0
+    actor_replacements: int = 0
+
+    @property
+    def tiles_per_second(self) -> float:
+        return self.tiles / self.seconds if self.seconds > 0 else 0.0
+
+
+def prediction_key(store: SlideStore, model: RegisteredModel, params: InferParams) -> dict[str, Any]:
+    return {
+        "slide_sha256": store.source_sha256,
+        "slide_params_hash": store.record.get("input_key", {}).get("params_hash"),
+        "model_id": model.model_id,
+        "infer_params_hash": params.output_hash(),
+        "format": PREDICTION_FORMAT_VERSION,
+    }
+
+
+def _plan_slide(store: SlideStore, model: RegisteredModel, params: InferParams) -> tuple[TileGeometry, list[WorkUnit]]:
+    card = model.card
+    geometry = tile_geometry(
+        width_px=store.width_px, height_px=store.height_px, mpp_x=store.mpp_x, mpp_y=store.mpp_y,
+        model_mpp=card.mpp, tile_size_px=card.tile_size_px, overlap_px=card.overlap_px,
+        output_stride=card.output_stride, unit_tiles=params.unit_tiles,
+    )
+    (tissue_level, *_) = store.label_levels("tissue")
+    tissue = np.asarray(store.label("tissue", tissue_level)[:]).astype(bool)
+    selected = tissue_tiles(
+        geometry, tissue,
+        tissue_scale_y_um=tissue_level.scale_y_um, tissue_scale_x_um=tissue_level.scale_x_um,
+        tissue_translation_y_um=tissue_level.translation_y_um, tissue_translation_x_um=tissue_level.translation_x_um,
+        mpp_x=store.mpp_x, mpp_y=store.mpp_y, samples_per_side=params.tissue_samples_per_side,
+    )
+    return geometry, plan_units(store.slide_id, geometry, selected)
+
+
+def _actor_count(params: InferParams) -> tuple[int, dict[str, Any]]:
+    resources = ray.cluster_resources()
+    gpus, cpus = resources.get("GPU", 0.0), resources.get("CPU", 1.0)
+    if params.use_gpus and gpus > 0:
+        count = max(1, int(gpus / params.gpus_per_actor + 1e-9))
+        options = {"num_gpus": params.gpus_per_actor, "num_cpus": params.cpus_per_actor}
+    else:
+        count = max(1, int(cpus / params.cpus_per_actor + 1e-9))
+        options = {"num_gpus": 0, "num_cpus": params.cpus_per_actor}
+    if params.max_actors is not None:
+        count = min(count, params.max_actors)
+    return count, options
+
+
+def _list_slide_stores(layout: FleetLayout, slide_ids: Sequence[str] | None) -> list[Path]:
+    if slide_ids is not None:
+        return [layout.slide_store(s) for s in slide_ids]
+    if not layout.slides_dir.exists():
+        return []
+    return sorted(p for p in layout.slides_dir.glob("*.ome.zarr") if not p.name.startswith("."))
+
+
+def infer(
+    root: Path | str,
+    model: str,
+    *,
+    slide_ids: Sequence[str] | None = None,
+    params: InferParams | None = None,
+    address: str | None = None,
+    progress: bool = True,
+    run_id: str | None = None,
+    on_unit_done: Callable[[UnitStats, list[Any]], None] | None = None,
+) -> InferReport:
+    """Score every ingested slide (or ``slide_ids``) with ``model`` (``name[:version]``).
+
+    Results go to ``root/predictions/<model_id>/<slide_id>.zarr``; slides whose prediction is
+    complete for the same slide content, model_id and parameters are skipped.
+    ``on_unit_done(stats, actors)`` is called after each unit (progress hooks, fault tests).
+    """
+    params = params or InferParams()
+    layout = FleetLayout(Path(root))
+    registered = ModelRegistry(layout.root).resolve(model)
+    report = InferReport(run_id=run_id or new_run_id(), model=registered)
+    started = time.perf_counter()
+    channel_names = list(registered.card.class_names)
+
+    jobs: list[SlideJob] = []
+    queue: deque[tuple[SlideJob, WorkUnit]] = deque()
+    for store_path in _list_slide_stores(layout, slide_ids):
+        slide_id = store_path.name.removesuffix(".ome.zarr")
+        try:
+            store = SlideStore.open(store_path)
+            final_path = layout.prediction_store(registered.model_id, store.slide_id)
+            key = prediction_key(store, registered, params)
+            if is_complete(final_path, key):
+                report.skipped.append(store.slide_id)
+                continue
+            geometry, units = _plan_slide(store, registered, params)
+            if not units:
+                raise NoTissue(f"no tile of slide {store.slide_id} at {registered.card.mpp} µm/px touches tissue.")
+            partial, done = open_or_create_partial(final_path, key, geometry, channel_names)
+        except StoreIncomplete as exc:
+            report.failures.append(FailureRecord.from_exception("infer", slide_id, exc, model_id=registered.model_id))
+            continue
+        except SlideFleetError as exc:
+            report.failures.append(FailureRecord.from_exception("infer", slide_id, exc, model_id=registered.model_id,
+                                                                source_path=str(store_path)))
+            continue
+        job = SlideJob(store, final_path, partial, key, geometry, len(units), sum(u.n_tiles for u in units))
+        for unit in units:
+            if unit.key in done:
+                job.units_done += 1
+                job.tiles_done += unit.n_tiles
+            else:
+                queue.append((job, unit))
+        jobs.append(job)
+
+    total_tiles = sum(j.tiles_total - j.tiles_done for j in jobs)
+    if jobs:
+        ensure_ray(address)
+        count, options = _actor_count(params)
+        actor_cls = ray.remote(ScoringActor)
+
+        def spawn(index: int) -> Any:
+            return actor_cls.options(
+                **options,
+                name=f"slidefleet-scorer-{report.run_id}-{index}",
+                max_restarts=params.max_actor_restarts,
+                max_task_retries=params.max_actor_restarts,
+                max_concurrency=params.reader_threads + 1,
+                runtime_env={"env_vars": {"OMP_NUM_THREADS": str(max(1, int(params.cpus_per_actor)))}},
+            ).remote(str(registered.path), registered.card.model_dump_json(), registered.model_id,
+                     params.model_dump_json())
+
+        actors = [spawn(i) for i in range(count)]
+        load = [0] * count
+        in_flight: dict[Any, tuple[int, SlideJob, WorkUnit]] = {}
+        spawned = count
+
+        def commit_if_done(job: SlideJob) -> None:
+            if job.failed or job.units_done < job.units_total:
+                return
+            seconds = time.perf_counter() - (job.started or time.perf_counter())
+            result = {
+                "slide_id": job.slide_id, "model_id": registered.model_id, "model": registered.ref,
+                "tiles": job.tiles_total, "units": job.units_total, "seconds": seconds,
+                "read_seconds": job.read_seconds, "model_seconds": job.model_seconds,
+                "unit_retries": job.retries,
+            }
+            finalise(
+                job.partial_path, job.final_path, job.key, job.geometry,
+                mpp_x=job.store.mpp_x, mpp_y=job.store.mpp_y, channel_names=channel_names,
+                attributes={
+                    "slide_id": job.slide_id, "model_id": registered.model_id, "model": registered.ref,
+                    "kind": registered.card.kind, "class_names": channel_names,
+                    "slide_store": str(job.store.path), "infer_params": params.model_dump(mode="json"),
+                    "engine_version": __version__, "run_id": report.run_id,
+                    "output_px_um": job.geometry.model_mpp * job.geometry.stride_px,
+                },
+                result=result,
+            )
+            report.scored.append(result)
+
+        def fail(job: SlideJob, error: BaseException) -> None:
+            if not job.failed:
+                job.failed = True
+                report.failures.append(FailureRecord.from_exception(
+                    "infer", job.slide_id, error, model_id=registered.model_id, source_path=str(job.store.path)))
+
+        for job in jobs:  # slides whose units were all done before a crash
+            commit_if_done(job)
+
+        with tqdm(total=total_tiles, desc=f"infer {registered.ref}", unit="tile", disable=not progress) as bar:
+            while queue or in_flight:
+                while queue and min(load) < params.in_flight_per_actor:
+                    job, unit = queue.popleft()
+                    if job.failed:
+                        continue
+                    index = load.index(min(load))
+                    job.started = job.started or time.perf_counter()
+                    ref = actors[index].score_unit.remote(
+                        UnitJob(unit, job.geometry, str(job.store.path), str(job.partial_path / "0")))
+                    in_flight[ref] = (index, job, unit)
+                    load[index] += 1
+                    job.in_flight += 1
+                if not in_flight:
+                    continue
+                (ref,), _ = ray.wait(list(in_flight), num_returns=1)
+                index, job, unit = in_flight.pop(ref)
+                load[index] -= 1
+                job.in_flight -= 1
+                try:
+                    stats: UnitStats = ray.get(ref)
+                except ray.exceptions.RayTaskError as exc:
+                    cause = exc.cause if isinstance(exc.cause, BaseException) else exc
+                    fail(job, cause)
+                    continue
+                except ray.exceptions.RayActorError as exc:
+                    # Restarts exhausted: replace the actor and retry the unit elsewhere.
+                    report.actor_replacements += 1
+                    if report.actor_replacements > 2 * count + params.max_actor_restarts:
+                        fail(job, WorkerDied(f"scoring actors keep dying ({exc}); giving up on this slide."))
+                        continue
+                    log.warning("actor %d died for good (%s); starting a replacement", index, type(exc).__name__)
+                    actors[index] = spawn(spawned)
+                    spawned += 1
+                    job.retries += 1
+                    report.unit_retries += 1
+                    queue.appendleft((job, unit))
+                    continue
+                if job.failed:
+                    continue
+                record_unit_done(job.partial_path, unit.key)
+                job.units_done += 1
+                job.tiles_done += stats.tiles
+                job.read_seconds += stats.read_seconds
+                job.model_seconds += stats.model_seconds
+                report.tiles += stats.tiles
+                bar.update(stats.tiles)
+                if on_unit_done is not None:
+                    on_unit_done(stats, actors)
+                commit_if_done(job)
+
+        for actor in actors:
+            try:
+                report.actors.append(ray.get(actor.stats.remote(), timeout=60))
+            except ray.exceptions.RayError:
+                report.actors.append({"dead": True})
+            ray.kill(actor)
+        for job in jobs:
+            if job.failed:
+                shutil.rmtree(job.partial_path, ignore_errors=True)
+
+    report.seconds = time.perf_counter() - started
+    rows = [{**r, "run_id": report.run_id} for r in report.scored]
+    write_table_part(layout.tables_dir, "inferred", [{k: v for k, v in r.items() if k != "run_id"} for r in rows],
+                     partition={"model_id": registered.model_id}, run_id=report.run_id)
+    write_failures(layout.tables_dir, report.failures, run_id=report.run_id)
+    return report

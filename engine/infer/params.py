@@ -1,0 +1,51 @@
+"""Inference parameters (JSON Schema: ``schemas/infer-params.schema.json``)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from engine.infer.tta import TTAMode
+
+
+class FusionConfig(BaseModel):
+    """Fuse scores from a second, coarser magnification: ``w0 * fine + w1 * coarse``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mpp_factor: float = Field(2.0, gt=1.0, description="Second magnification's mpp as a multiple of the model's.")
+    weights: tuple[float, float] = Field((0.6, 0.4), description="Weights of the model's and the coarser magnification.")
+
+    @model_validator(mode="after")
+    def _weights_sum_to_one(self) -> FusionConfig:
+        if abs(sum(self.weights) - 1.0) > 1e-6 or min(self.weights) < 0:
+            raise ValueError(f"fusion weights must be non-negative and sum to 1, got {self.weights}")
+        return self
+
+
+class InferParams(BaseModel):
+    """How a model is run over a cohort."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    batch_size: int = Field(32, ge=1, le=4096, description="Tiles per forward pass.")
+    unit_tiles: int = Field(8, ge=1, le=64, description="Tiles per side of a work unit (one output chunk).")
+    in_flight_per_actor: int = Field(3, ge=1, le=64, description="Work units queued per actor (backpressure).")
+    reader_threads: int = Field(2, ge=1, le=32, description="Concurrent unit reads per actor, overlapping the model.")
+    gpus_per_actor: float = Field(1.0, gt=0, le=8, description="GPU share per actor (0.5 packs two per GPU).")
+    cpus_per_actor: float = Field(1.0, gt=0, description="CPUs reserved per actor.")
+    max_actors: int | None = Field(None, ge=1, description="Cap on actors (default: one per GPU, or per CPU without GPUs).")
+    use_gpus: bool = Field(True, description="Use GPU actors when the cluster has GPUs.")
+    tta: TTAMode = Field("none", description="Test-time augmentation: none, flips or dihedral (8 transforms).")
+    fusion: FusionConfig | None = Field(None, description="Two-magnification fusion, off by default.")
+    mixed_precision: bool = Field(True, description="bfloat16/float16 autocast on CUDA (no effect on CPU).")
+    channels_last: bool = Field(True, description="channels-last memory format on CUDA.")
+    tissue_samples_per_side: int = Field(4, ge=1, le=32, description="Tissue-mask samples per tile side when selecting tiles.")
+    max_actor_restarts: int = Field(3, ge=0, description="Restarts of a dead actor (its units are retried).")
+
+    def output_hash(self) -> str:
+        """Hash of the fields that change the scores (not scheduling or placement)."""
+        payload = self.model_dump(include={"tta", "fusion", "mixed_precision", "tissue_samples_per_side"})
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]

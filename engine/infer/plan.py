@@ -1,0 +1,183 @@
+"""Planning tiles at the model's resolution: pure functions of geometry, no I/O.
+
+Frames. *Model px*: the grid the model sees, ``card.mpp`` µm per pixel, origin at the slide's
+level-0 origin, so model pixel ``u`` covers level-0 ``[u*f, (u+1)*f)`` with ``f = card.mpp / mpp``.
+Tile ``(row, col)`` *keeps* model px ``[col*step, (col+1)*step)`` (``step = tile - overlap``) and
+reads ``overlap/2`` more on every side for context. Each tile yields ``k = step / stride`` output
+pixels per side (1 for a patch classifier), so output pixel ``i`` covers ``stride`` model px.
+
+A *work unit* is a block of ``unit_tiles x unit_tiles`` tiles whose output block is exactly one
+chunk of the output array: one writer per chunk, so concurrent actors never share a chunk and a
+retried unit simply rewrites its own chunk.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+
+@dataclass(frozen=True)
+class TileGeometry:
+    """The tile grid and output grid of one slide for one model."""
+
+    tile_size_px: int
+    step_px: int
+    crop_px: int
+    stride_px: int
+    out_per_tile_px: int
+    model_mpp: float
+    level0_per_model_px_x: float
+    level0_per_model_px_y: float
+    n_rows: int
+    n_cols: int
+    unit_tiles: int
+
+    @property
+    def out_height_px(self) -> int:
+        return self.n_rows * self.out_per_tile_px
+
+    @property
+    def out_width_px(self) -> int:
+        return self.n_cols * self.out_per_tile_px
+
+    @property
+    def out_chunk_px(self) -> int:
+        return self.unit_tiles * self.out_per_tile_px
+
+    @property
+    def level0_per_out_px_x(self) -> float:
+        return self.level0_per_model_px_x * self.stride_px
+
+    @property
+    def level0_per_out_px_y(self) -> float:
+        return self.level0_per_model_px_y * self.stride_px
+
+    @property
+    def n_unit_rows(self) -> int:
+        return math.ceil(self.n_rows / self.unit_tiles)
+
+    @property
+    def n_unit_cols(self) -> int:
+        return math.ceil(self.n_cols / self.unit_tiles)
+
+
+def tile_geometry(
+    *,
+    width_px: int,
+    height_px: int,
+    mpp_x: float,
+    mpp_y: float,
+    model_mpp: float,
+    tile_size_px: int,
+    overlap_px: int,
+    output_stride: int,
+    unit_tiles: int,
+) -> TileGeometry:
+    """Tile and output grids covering the whole slide (partial edge tiles included)."""
+    step = tile_size_px - overlap_px
+    f_x, f_y = model_mpp / mpp_x, model_mpp / mpp_y
+    stride = output_stride if output_stride < step else step
+    return TileGeometry(
+        tile_size_px=tile_size_px,
+        step_px=step,
+        crop_px=overlap_px // 2,
+        stride_px=stride,
+        out_per_tile_px=step // stride,
+        model_mpp=model_mpp,
+        level0_per_model_px_x=f_x,
+        level0_per_model_px_y=f_y,
+        n_rows=max(1, math.ceil(height_px / (f_y * step))),
+        n_cols=max(1, math.ceil(width_px / (f_x * step))),
+        unit_tiles=unit_tiles,
+    )
+
+
+def tissue_tiles(
+    geometry: TileGeometry,
+    tissue: NDArray[np.bool_],
+    *,
+    tissue_scale_y_um: float,
+    tissue_scale_x_um: float,
+    tissue_translation_y_um: float,
+    tissue_translation_x_um: float,
+    mpp_x: float,
+    mpp_y: float,
+    samples_per_side: int = 4,
+) -> NDArray[np.bool_]:
+    """Which tiles to score: (n_rows, n_cols), True where any sample of the kept region is tissue.
+
+    Each tile's kept region is sampled on a ``samples_per_side``² grid of points, each looked up
+    (nearest pixel centre) in the tissue mask, whatever the two resolutions are.
+    """
+    offsets = (np.arange(samples_per_side) + 0.5) / samples_per_side
+    cols = (np.arange(geometry.n_cols)[:, None] + offsets[None, :]).ravel() * geometry.step_px
+    rows = (np.arange(geometry.n_rows)[:, None] + offsets[None, :]).ravel() * geometry.step_px
+    x_um = cols * geometry.level0_per_model_px_x * mpp_x
+    y_um = rows * geometry.level0_per_model_px_y * mpp_y
+    ix = np.rint((x_um - tissue_translation_x_um) / tissue_scale_x_um).astype(np.int64)
+    iy = np.rint((y_um - tissue_translation_y_um) / tissue_scale_y_um).astype(np.int64)
+    inside_x = (ix >= 0) & (ix < tissue.shape[1])
+    inside_y = (iy >= 0) & (iy < tissue.shape[0])
+    samples = tissue[np.clip(iy, 0, tissue.shape[0] - 1)][:, np.clip(ix, 0, tissue.shape[1] - 1)]
+    samples = samples & inside_y[:, None] & inside_x[None, :]
+    per_tile = samples.reshape(geometry.n_rows, samples_per_side, geometry.n_cols, samples_per_side)
+    return per_tile.any(axis=(1, 3))
+
+
+@dataclass(frozen=True)
+class WorkUnit:
+    """A block of tiles scored and written together (one output chunk)."""
+
+    slide_id: str
+    unit_row: int
+    unit_col: int
+    row0: int
+    col0: int
+    rows: int
+    cols: int
+    tile_mask: tuple[tuple[bool, ...], ...]  # (rows, cols): which tiles of the block to score
+
+    @property
+    def key(self) -> str:
+        return f"{self.unit_row}.{self.unit_col}"
+
+    @property
+    def n_tiles(self) -> int:
+        return sum(sum(row) for row in self.tile_mask)
+
+
+def plan_units(slide_id: str, geometry: TileGeometry, selected: NDArray[np.bool_]) -> list[WorkUnit]:
+    """Units that contain at least one selected tile, in row-major order."""
+    units = []
+    u = geometry.unit_tiles
+    for unit_row in range(geometry.n_unit_rows):
+        for unit_col in range(geometry.n_unit_cols):
+            block = selected[unit_row * u : (unit_row + 1) * u, unit_col * u : (unit_col + 1) * u]
+            if not block.any():
+                continue
+            units.append(
+                WorkUnit(
+                    slide_id=slide_id,
+                    unit_row=unit_row,
+                    unit_col=unit_col,
+                    row0=unit_row * u,
+                    col0=unit_col * u,
+                    rows=block.shape[0],
+                    cols=block.shape[1],
+                    tile_mask=tuple(tuple(bool(v) for v in row) for row in block),
+                )
+            )
+    return units
+
+
+def unit_input_window(geometry: TileGeometry, unit: WorkUnit) -> tuple[int, int, int, int]:
+    """(x0, y0, width, height) in model px of everything the unit's tiles read, context included."""
+    x0 = unit.col0 * geometry.step_px - geometry.crop_px
+    y0 = unit.row0 * geometry.step_px - geometry.crop_px
+    width = unit.cols * geometry.step_px + 2 * geometry.crop_px
+    height = unit.rows * geometry.step_px + 2 * geometry.crop_px
+    return x0, y0, width, height

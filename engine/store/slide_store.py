@@ -1,0 +1,102 @@
+"""Read side of an ingested slide store: geometry, pyramid levels and labels, from its metadata."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import zarr
+
+from engine.errors import StoreIncomplete
+from engine.store.completion import read_completion
+
+
+@dataclass(frozen=True)
+class StoredLevel:
+    """One multiscale level: its array path, pixel size and offset in µm, and shape (y, x)."""
+
+    path: str
+    scale_y_um: float
+    scale_x_um: float
+    translation_y_um: float
+    translation_x_um: float
+    height_px: int
+    width_px: int
+
+
+def _levels(group: zarr.Group) -> list[StoredLevel]:
+    multiscale = group.attrs["ome"]["multiscales"][0]
+    levels = []
+    for dataset in multiscale["datasets"]:
+        transforms = {t["type"]: t for t in dataset["coordinateTransformations"]}
+        scale = transforms["scale"]["scale"]
+        translation = transforms.get("translation", {"translation": [0.0] * len(scale)})["translation"]
+        shape = group[dataset["path"]].shape
+        levels.append(
+            StoredLevel(dataset["path"], scale[-2], scale[-1], translation[-2], translation[-1], shape[-2], shape[-1])
+        )
+    return levels
+
+
+@dataclass(frozen=True)
+class SlideStore:
+    """An ingested ``<slide_id>.ome.zarr`` whose completion record exists."""
+
+    path: Path
+    slide_id: str
+    mpp_x: float
+    mpp_y: float
+    width_px: int
+    height_px: int
+    source_sha256: str
+    levels: tuple[StoredLevel, ...]
+    label_names: tuple[str, ...]
+    record: dict[str, Any]
+
+    @classmethod
+    def open(cls, path: Path) -> SlideStore:
+        path = Path(path)
+        record = read_completion(path)
+        if record is None:
+            raise StoreIncomplete(f"{path}: no completion record; the slide was not (fully) ingested.")
+        group = zarr.open_group(path, mode="r")
+        meta = group.attrs["slidefleet"]
+        label_names: tuple[str, ...] = ()
+        if "labels" in group:
+            label_names = tuple(group["labels"].attrs.get("ome", {}).get("labels", []))
+        return cls(
+            path=path,
+            slide_id=meta["slide_id"],
+            mpp_x=float(meta["mpp_x"]),
+            mpp_y=float(meta["mpp_y"]),
+            width_px=int(meta["width_px"]),
+            height_px=int(meta["height_px"]),
+            source_sha256=meta["source_sha256"],
+            levels=tuple(_levels(group)),
+            label_names=label_names,
+            record=record,
+        )
+
+    @property
+    def mpp(self) -> float:
+        return (self.mpp_x + self.mpp_y) / 2
+
+    def image(self, level: StoredLevel) -> zarr.Array:
+        return zarr.open_array(self.path / level.path, mode="r")
+
+    def label_levels(self, name: str) -> list[StoredLevel]:
+        if name not in self.label_names:
+            raise KeyError(f"{self.path}: no label {name!r} (has {list(self.label_names)})")
+        return _levels(zarr.open_group(self.path / "labels" / name, mode="r"))
+
+    def label(self, name: str, level: StoredLevel) -> zarr.Array:
+        return zarr.open_array(self.path / "labels" / name / level.path, mode="r")
+
+    def finest_level_not_coarser_than(self, target_um: float) -> StoredLevel:
+        """Coarsest image level whose pixels are at most ``target_um`` wide (level 0 if none)."""
+        best = self.levels[0]
+        for level in self.levels:
+            if max(level.scale_x_um, level.scale_y_um) <= target_um * 1.01:
+                best = level
+        return best
