@@ -1,0 +1,1 @@
+"""Post-processing: cohort-wide normalisation, thresholds, morphology, components, metrics."""
