@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from engine import __version__
 from engine.cluster import ensure_ray
-from engine.errors import NoTissue, SlideFleetError, StoreIncomplete, WorkerDied
+from engine.errors import ConfigError, NoTissue, SlideFleetError, StoreIncomplete, WorkerDied
 from engine.infer.actor import ScoringActor, UnitJob, UnitStats
 from engine.infer.params import InferParams
 from engine.infer.plan import TileGeometry, WorkUnit, plan_units, tile_geometry, tissue_tiles
@@ -115,17 +115,40 @@ def _plan_slide(store: SlideStore, model: RegisteredModel, params: InferParams) 
 
 
 def _actor_count(params: InferParams) -> tuple[int, dict[str, Any]]:
+    """How many actors the cluster can hold at once, and their resource options.
+
+    Both GPUs and CPUs bound the count: an actor that cannot be placed would hold queued units
+    forever, so the pool is never larger than what the cluster can run.
+    """
     resources = ray.cluster_resources()
     gpus, cpus = resources.get("GPU", 0.0), resources.get("CPU", 1.0)
+    by_cpu = int(cpus / params.cpus_per_actor + 1e-9)
     if params.use_gpus and gpus > 0:
-        count = max(1, int(gpus / params.gpus_per_actor + 1e-9))
+        count = min(int(gpus / params.gpus_per_actor + 1e-9), by_cpu)
         options = {"num_gpus": params.gpus_per_actor, "num_cpus": params.cpus_per_actor}
     else:
-        count = max(1, int(cpus / params.cpus_per_actor + 1e-9))
+        count = by_cpu
         options = {"num_gpus": 0, "num_cpus": params.cpus_per_actor}
     if params.max_actors is not None:
         count = min(count, params.max_actors)
+    if count < 1:
+        raise ConfigError(
+            f"the Ray cluster ({cpus:g} CPUs, {gpus:g} GPUs) cannot hold one scoring actor needing "
+            f"{params.cpus_per_actor:g} CPUs{' and %g GPUs' % params.gpus_per_actor if options['num_gpus'] else ''}; "
+            "lower infer.cpus_per_actor / infer.gpus_per_actor or add nodes."
+        )
     return count, options
+
+
+def _wait_for_placement(actors: list[Any], timeout_s: float) -> list[dict[str, Any]]:
+    """Block until every actor is running (GPU nodes may need minutes to autoscale)."""
+    try:
+        return ray.get([actor.placement.remote() for actor in actors], timeout=timeout_s)
+    except ray.exceptions.GetTimeoutError as exc:
+        raise WorkerDied(
+            f"{len(actors)} scoring actors could not all be started within {timeout_s:g} s: the "
+            "cluster lacks the CPUs/GPUs they need, or other actors hold them."
+        ) from exc
 
 
 def _list_slide_stores(layout: FleetLayout, slide_ids: Sequence[str] | None) -> list[Path]:
@@ -209,6 +232,7 @@ def infer(
                      params.model_dump_json())
 
         actors = [spawn(i) for i in range(count)]
+        _wait_for_placement(actors, params.actor_start_timeout_s)
         load = [0] * count
         in_flight: dict[Any, tuple[int, SlideJob, WorkUnit]] = {}
         spawned = count

@@ -44,6 +44,7 @@ class InferParams(BaseModel):
     channels_last: bool = Field(True, description="channels-last memory format on CUDA.")
     tissue_samples_per_side: int = Field(4, ge=1, le=32, description="Tissue-mask samples per tile side when selecting tiles.")
     max_actor_restarts: int = Field(3, ge=0, description="Restarts of a dead actor (its units are retried).")
+    actor_start_timeout_s: float = Field(600.0, gt=0, description="How long to wait for all actors to be placed.")
 
     def output_hash(self) -> str:
         """Hash of the fields that change the scores (not scheduling or placement)."""

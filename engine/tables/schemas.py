@@ -69,10 +69,113 @@ INFERRED_SCHEMA = pa.schema(
     ]
 )
 
+_POST_KEYS = [
+    _field("model_id", pa.string(), "Content hash of the model file and card."),
+    _field("params_hash", pa.string(), "Hash of the post-processing parameters."),
+]
+
+POST_SLIDES_SCHEMA = pa.schema(
+    [
+        _field("slide_id", pa.string(), "Slide identifier."),
+        *_POST_KEYS,
+        _field("split", pa.string(), "train / calibration / test.", nullable=True),
+        _field("label", pa.string(), "Slide-level label from the manifest.", nullable=True),
+        _field("score_kind", pa.string(), "Scores thresholded: 'probability' or 'zscore'."),
+        _field("threshold", pa.float64(), "Threshold applied (fitted on the calibration split)."),
+        _field("threshold_objective", pa.string(), "Objective the threshold was fitted for: iou, f1 or youden."),
+        _field("pixel_um", pa.float64(), "Pixel size of the score map in µm."),
+        _field("score_mean", pa.float64(), "Mean raw score over tissue (the z-score's mean).", nullable=True),
+        _field("score_std", pa.float64(), "Std of the raw score over tissue (the z-score's std).", nullable=True),
+        _field("tissue_px", pa.int64(), "Tissue pixels on the score grid."),
+        _field("tumour_px", pa.int64(), "Predicted tumour pixels on tissue after morphology."),
+        _field("tumour_pct_of_tissue", pa.float64(), "Predicted tumour as % of tissue.", nullable=True),
+        _field("tumour_mm2", pa.float64(), "Predicted tumour area in mm²."),
+        _field("n_regions", pa.int64(), "Connected tumour regions after morphology."),
+        _field("largest_region_mm2", pa.float64(), "Largest region in mm².", nullable=True),
+        _field("has_ground_truth", pa.bool_(), "Whether an annotation label exists for the slide."),
+        _field("truth_px", pa.int64(), "Ground-truth tumour pixels on tissue.", nullable=True),
+        _field("truth_pct_of_tissue", pa.float64(), "Ground-truth tumour as % of tissue.", nullable=True),
+        _field("burden_stratum", pa.string(), "Ground-truth burden: macro >2%, small 0.4-2%, micro <0.4%, none.", nullable=True),
+        _field("tp", pa.int64(), "True-positive pixels.", nullable=True),
+        _field("fp", pa.int64(), "False-positive pixels.", nullable=True),
+        _field("fn", pa.int64(), "False-negative pixels.", nullable=True),
+        _field("tn", pa.int64(), "True-negative pixels.", nullable=True),
+        _field("case", pa.string(), "both_empty, fp_only, fn_only, disjoint or overlap.", nullable=True),
+        _field("iou", pa.float64(), "Intersection over union; null when undefined.", nullable=True),
+        _field("dice", pa.float64(), "Dice coefficient; null when undefined.", nullable=True),
+        _field("precision", pa.float64(), "Precision; null when nothing is predicted.", nullable=True),
+        _field("recall", pa.float64(), "Recall (sensitivity); null when there is no tumour.", nullable=True),
+        _field("specificity", pa.float64(), "Specificity; null when everything is tumour.", nullable=True),
+        _field("pearson", pa.float64(), "Pearson correlation of score and ground truth.", nullable=True),
+        _field("pixel_auc", pa.float64(), "Pixel-level ROC AUC.", nullable=True),
+        _field("patch_auc", pa.float64(), "Patch-level ROC AUC.", nullable=True),
+        _field("oracle_threshold", pa.float64(), "Per-slide best threshold (oracle: uses this slide's truth).", nullable=True),
+        _field("oracle_value", pa.float64(), "Objective at the oracle threshold (oracle).", nullable=True),
+        *PROVENANCE_FIELDS,
+    ]
+)
+
+REGIONS_SCHEMA = pa.schema(
+    [
+        _field("slide_id", pa.string(), "Slide identifier."),
+        *_POST_KEYS,
+        _field("region_id", pa.int64(), "Region number within the slide (raster order)."),
+        _field("area_px", pa.int64(), "Area in score-map pixels."),
+        _field("area_um2", pa.float64(), "Area in µm²."),
+        _field("centroid_x_level0_px", pa.float64(), "Centroid x in level-0 pixels."),
+        _field("centroid_y_level0_px", pa.float64(), "Centroid y in level-0 pixels."),
+        _field("bbox_x0_level0_px", pa.float64(), "Bounding box left, level-0 pixels."),
+        _field("bbox_y0_level0_px", pa.float64(), "Bounding box top, level-0 pixels."),
+        _field("bbox_x1_level0_px", pa.float64(), "Bounding box right (exclusive), level-0 pixels."),
+        _field("bbox_y1_level0_px", pa.float64(), "Bounding box bottom (exclusive), level-0 pixels."),
+        _field("mean_score", pa.float64(), "Mean score over the region.", nullable=True),
+        _field("max_score", pa.float64(), "Maximum score in the region.", nullable=True),
+        *PROVENANCE_FIELDS,
+    ]
+)
+
+THRESHOLDS_SCHEMA = pa.schema(
+    [
+        *_POST_KEYS,
+        _field("fitted_on", pa.string(), "Split the sweep was computed on (e.g. calibration)."),
+        _field("score_kind", pa.string(), "'probability' or 'zscore'."),
+        _field("threshold", pa.float64(), "Grid threshold."),
+        _field("tp", pa.int64(), "Pooled true-positive pixels."),
+        _field("fp", pa.int64(), "Pooled false-positive pixels."),
+        _field("fn", pa.int64(), "Pooled false-negative pixels."),
+        _field("tn", pa.int64(), "Pooled true-negative pixels."),
+        _field("iou", pa.float64(), "Pooled IoU at this threshold.", nullable=True),
+        _field("f1", pa.float64(), "Pooled F1 at this threshold.", nullable=True),
+        _field("youden", pa.float64(), "Youden's J at this threshold.", nullable=True),
+        _field("precision", pa.float64(), "Pooled precision.", nullable=True),
+        _field("recall", pa.float64(), "Pooled recall.", nullable=True),
+        _field("chosen_for", pa.string(), "Objective(s) this threshold was chosen for, comma-separated.", nullable=True),
+        *PROVENANCE_FIELDS,
+    ]
+)
+
+COHORT_SCHEMA = pa.schema(
+    [
+        *_POST_KEYS,
+        _field("scope", pa.string(), "all, a split, a burden stratum, or split x stratum."),
+        _field("split", pa.string(), "Split of the scope ('all' when not restricted)."),
+        _field("burden", pa.string(), "Burden stratum of the scope ('all' when not restricted)."),
+        _field("statistic", pa.string(), "e.g. micro_iou, macro_dice, median_iou, n_case_fp_only."),
+        _field("value", pa.float64(), "Value; null when undefined for every slide.", nullable=True),
+        _field("n_slides", pa.int64(), "Slides in the scope."),
+        _field("n_undefined", pa.int64(), "Slides whose per-slide value was undefined."),
+        *PROVENANCE_FIELDS,
+    ]
+)
+
 TABLE_SCHEMAS: dict[str, pa.Schema] = {
     "failures": FAILURES_SCHEMA,
     "ingested": INGESTED_SLIDES_SCHEMA,
     "inferred": INFERRED_SCHEMA,
+    "slides": POST_SLIDES_SCHEMA,
+    "regions": REGIONS_SCHEMA,
+    "thresholds": THRESHOLDS_SCHEMA,
+    "cohort": COHORT_SCHEMA,
 }
 
 
