@@ -19,9 +19,12 @@ SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "schemas"
 
 def generated_contracts() -> dict[str, dict[str, Any]]:
     """Relative path under ``schemas/`` → JSON document."""
+    from engine.infer.params import InferParams
+
     contracts: dict[str, dict[str, Any]] = {
         "manifest.schema.json": ManifestRow.model_json_schema(),
         "ingest-params.schema.json": IngestParams.model_json_schema(),
+        "infer-params.schema.json": InferParams.model_json_schema(),
     }
     try:
         from engine.models.card import ModelCard
