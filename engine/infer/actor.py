@@ -8,6 +8,7 @@ model, so reading overlaps compute. The model's busy time is measured for the ut
 from __future__ import annotations
 
 import os
+import resource
 import threading
 import time
 from dataclasses import dataclass
@@ -92,6 +93,7 @@ class ScoringActor:
             "model_busy_seconds": self._busy_seconds,
             "wall_seconds": wall,
             "model_busy_fraction": self._busy_seconds / wall if wall > 0 else None,
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         }
 
     # -- scoring ------------------------------------------------------------------------

@@ -80,10 +80,15 @@ class InferReport:
     tiles: int = 0
     unit_retries: int = 0
     actor_replacements: int = 0
+    scoring_seconds: float = 0.0  # first unit dispatched -> last unit done (no start-up)
 
     @property
     def tiles_per_second(self) -> float:
         return self.tiles / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def steady_tiles_per_second(self) -> float:
+        return self.tiles / self.scoring_seconds if self.scoring_seconds > 0 else 0.0
 
 
 def prediction_key(store: SlideStore, model: RegisteredModel, params: InferParams) -> dict[str, Any]:
@@ -270,6 +275,7 @@ def infer(
         for job in jobs:  # slides whose units were all done before a crash
             commit_if_done(job)
 
+        first_dispatch: float | None = None
         with tqdm(total=total_tiles, desc=f"infer {registered.ref}", unit="tile", disable=not progress) as bar:
             while queue or in_flight:
                 while queue and min(load) < params.in_flight_per_actor:
@@ -278,6 +284,7 @@ def infer(
                         continue
                     index = load.index(min(load))
                     job.started = job.started or time.perf_counter()
+                    first_dispatch = first_dispatch or job.started
                     ref = actors[index].score_unit.remote(
                         UnitJob(unit, job.geometry, str(job.store.path), str(job.partial_path / "0")))
                     in_flight[ref] = (index, job, unit)
@@ -316,6 +323,7 @@ def infer(
                 job.read_seconds += stats.read_seconds
                 job.model_seconds += stats.model_seconds
                 report.tiles += stats.tiles
+                report.scoring_seconds = time.perf_counter() - (first_dispatch or time.perf_counter())
                 bar.update(stats.tiles)
                 if on_unit_done is not None:
                     on_unit_done(stats, actors)

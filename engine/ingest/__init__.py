@@ -5,3 +5,7 @@ from engine.ingest.convert import IngestResult, convert_slide
 from engine.ingest.params import IngestParams, TissueConfig
 
 __all__ = ["IngestParams", "IngestReport", "IngestResult", "TissueConfig", "convert_slide", "ingest"]
+
+from engine._callable import make_module_callable  # noqa: E402
+
+make_module_callable(__name__, ingest)

@@ -38,6 +38,7 @@ from engine.manifest import SlideEntry
 from engine.slides import SlideReader, open_slide, slide_content_sha256
 from engine.store import FleetLayout, atomic_directory, read_completion, write_completion
 from engine.store import ngff
+from engine.store.writer import BackgroundWriter
 from engine.tissue import detect_tissue
 
 log = logging.getLogger(__name__)
@@ -103,14 +104,16 @@ def _create_array(group: zarr.Group, name: str, shape: tuple[int, ...], chunk_px
 
 def _copy_native_level(reader: SlideReader, array: zarr.Array, plan: LevelPlan, block_px: int) -> None:
     assert plan.native_level is not None
-    for y in range(0, plan.height_px, block_px):
-        for x in range(0, plan.width_px, block_px):
-            width_px = min(block_px, plan.width_px - x)
-            height_px = min(block_px, plan.height_px - y)
-            rgb = reader.read_region_rgb(
-                round(x * plan.downsample_x), round(y * plan.downsample_y), plan.native_level, width_px, height_px
-            )
-            array[:, y : y + height_px, x : x + width_px] = rgb.transpose(2, 0, 1)
+    with BackgroundWriter() as writer:
+        for y in range(0, plan.height_px, block_px):
+            for x in range(0, plan.width_px, block_px):
+                width_px = min(block_px, plan.width_px - x)
+                height_px = min(block_px, plan.height_px - y)
+                rgb = reader.read_region_rgb(
+                    round(x * plan.downsample_x), round(y * plan.downsample_y), plan.native_level, width_px, height_px
+                )
+                chw = np.ascontiguousarray(rgb.transpose(2, 0, 1))
+                writer.submit(array, (slice(None), slice(y, y + height_px), slice(x, x + width_px)), chw)
 
 
 def _downsample_level(source: zarr.Array, target: zarr.Array, out_block_px: int, *, labels: bool) -> None:

@@ -1,0 +1,17 @@
+"""Benchmarks: commands that print ratios measured in one run (never timed unit tests)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def run_benchmark(stage: str, workdir: Path | None, *, quick: bool = False) -> int:
+    if stage == "ingest":
+        from engine.bench.ingest_bench import bench_ingest
+
+        return bench_ingest(workdir, quick=quick)
+    if stage == "infer":
+        from engine.bench.infer_bench import bench_infer
+
+        return bench_infer(workdir, quick=quick)
+    raise ValueError(f"no benchmark for stage {stage!r}")

@@ -1,0 +1,90 @@
+"""Pure planning and TTA: geometry, tissue-tile selection, unit/chunk alignment, exact inverses."""
+
+import numpy as np
+import pytest
+import torch
+
+from engine.infer.plan import plan_units, tile_geometry, tissue_tiles, unit_input_window
+from engine.infer.tta import TTA_TRANSFORMS, _TRANSFORMS, with_tta
+
+
+def _geometry(**overrides):
+    kwargs = dict(width_px=10_000, height_px=6_000, mpp_x=0.5, mpp_y=0.5, model_mpp=2.0,
+                  tile_size_px=128, overlap_px=16, output_stride=4, unit_tiles=8)
+    kwargs.update(overrides)
+    return tile_geometry(**kwargs)
+
+
+def test_grid_covers_the_slide_at_the_model_resolution() -> None:
+    g = _geometry()
+    # 112 model px per tile step = 448 level-0 px; 10000 / 448 -> 23 columns, 6000 / 448 -> 14 rows.
+    assert (g.n_cols, g.n_rows) == (23, 14)
+    assert g.out_per_tile_px == 28 and g.out_chunk_px == 8 * 28
+    assert g.level0_per_out_px_x == pytest.approx(16.0)  # 8 µm output pixels at 0.5 µm/px
+    assert g.n_cols * g.step_px * g.level0_per_model_px_x >= 10_000
+
+
+def test_patch_classifier_has_one_output_pixel_per_tile() -> None:
+    g = _geometry(overlap_px=0, output_stride=128)
+    assert g.out_per_tile_px == 1 and g.stride_px == 128
+
+
+def test_tiles_are_selected_where_tissue_is_whatever_the_mask_resolution() -> None:
+    g = _geometry()
+    # Tissue mask at 8 µm/px: 625 x 375 px for the 5000 x 3000 µm slide; tissue in a box.
+    tissue = np.zeros((375, 625), bool)
+    tissue[100:200, 300:400] = True  # y 800-1600 µm, x 2400-3200 µm
+    selected = tissue_tiles(g, tissue, tissue_scale_y_um=8, tissue_scale_x_um=8,
+                            tissue_translation_y_um=3.75, tissue_translation_x_um=3.75, mpp_x=0.5, mpp_y=0.5)
+    rows, cols = np.nonzero(selected)
+    tile_um = g.step_px * 2.0  # 224 µm
+    assert rows.min() == int(800 // tile_um) and rows.max() == int(1599 // tile_um)
+    assert cols.min() == int(2400 // tile_um) and cols.max() == int(3199 // tile_um)
+
+
+def test_units_own_disjoint_output_chunks_and_cover_every_selected_tile() -> None:
+    g = _geometry()
+    rng = np.random.default_rng(0)
+    selected = rng.random((g.n_rows, g.n_cols)) < 0.3
+    units = plan_units("s", g, selected)
+    covered = np.zeros_like(selected)
+    chunk = g.out_chunk_px
+    seen_chunks = set()
+    for unit in units:
+        mask = np.array(unit.tile_mask)
+        covered[unit.row0 : unit.row0 + unit.rows, unit.col0 : unit.col0 + unit.cols] |= mask
+        y0, x0 = unit.row0 * g.out_per_tile_px, unit.col0 * g.out_per_tile_px
+        assert y0 % chunk == 0 and x0 % chunk == 0
+        assert (y0 // chunk, x0 // chunk) not in seen_chunks
+        seen_chunks.add((y0 // chunk, x0 // chunk))
+    np.testing.assert_array_equal(covered, selected)
+
+
+def test_unit_window_includes_the_context_margin() -> None:
+    g = _geometry()
+    unit = plan_units("s", g, np.ones((g.n_rows, g.n_cols), bool))[0]
+    x0, y0, width, height = unit_input_window(g, unit)
+    assert (x0, y0) == (-8, -8)
+    assert width == unit.cols * g.step_px + 16
+
+
+@pytest.mark.parametrize("name", list(_TRANSFORMS))
+def test_every_tta_transform_has_an_exact_inverse(name: str) -> None:
+    forward, inverse = _TRANSFORMS[name]
+    x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4)
+    assert torch.equal(inverse(forward(x)), x)
+
+
+@pytest.mark.parametrize("mode", list(TTA_TRANSFORMS))
+def test_tta_of_an_equivariant_model_is_the_model(mode: str) -> None:
+    pool = torch.nn.AvgPool2d(2)  # equivariant under flips and 90-degree rotations
+    x = torch.rand(3, 3, 8, 8)
+    torch.testing.assert_close(with_tta(pool, x, mode), pool(x))
+
+
+def test_tta_averages_a_non_equivariant_model() -> None:
+    def left_edge(t: torch.Tensor) -> torch.Tensor:
+        return t[..., :1].expand_as(t).contiguous()
+
+    x = torch.rand(1, 1, 4, 4)
+    assert not torch.allclose(with_tta(left_edge, x, "flips"), left_edge(x))
