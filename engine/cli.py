@@ -113,6 +113,118 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     return 1 if (args.strict and report.failures) else 0
 
 
+def _parse_duration_s(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        if text[-1] in units:
+            return float(text[:-1]) * units[text[-1]]
+        return float(text)
+    except (ValueError, IndexError):
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (use e.g. 30s, 15m, 2h)") from None
+
+
+def _job_overrides(args: argparse.Namespace) -> dict[str, object]:
+    return {
+        "manifest": getattr(args, "manifest", None), "root": args.root,
+        "models": getattr(args, "model", None) or None, "address": getattr(args, "address", None),
+        "dask_address": getattr(args, "dask_address", None),
+        "demo_models": True if getattr(args, "demo_models", False) else None,
+        "views": False if getattr(args, "no_views", False) else None,
+        "strict": True if getattr(args, "strict", False) else None,
+    }
+
+
+def _print_cohort_summary(result) -> None:  # noqa: ANN001 - CohortResult
+    slides = result.tables["slides"].to_pylist()
+    if slides:
+        print(f"\n{'slide':22s} {'model':26s} {'split':11s} {'tumour %':>9s} {'truth %':>8s} "
+              f"{'IoU':>6s} {'Dice':>6s} {'AUC':>6s}  case")
+        names = {v: k for k, v in result.model_ids.items()}
+
+        def fmt(value: object, spec: str = "6.3f") -> str:
+            return "-" if value is None else format(value, spec)
+
+        for row in sorted(slides, key=lambda r: (r["model_id"], r["slide_id"])):
+            print(f"{row['slide_id']:22s} {names.get(row['model_id'], row['model_id']):26s} "
+                  f"{row['split'] or '-':11s} {fmt(row['tumour_pct_of_tissue'], '9.2f')} "
+                  f"{fmt(row['truth_pct_of_tissue'], '8.2f')} {fmt(row['iou'])} {fmt(row['dice'])} "
+                  f"{fmt(row['pixel_auc'])}  {row['case'] or '-'}")
+    cohort = [r for r in result.tables["cohort"].to_pylist()
+              if r["scope"] == "all" and r["statistic"] in {"micro_iou", "macro_iou", "micro_dice", "macro_dice",
+                                                            "macro_pixel_auc"}]
+    for row in cohort:
+        value = "-" if row["value"] is None else f"{row['value']:.3f}"
+        print(f"  cohort {row['statistic']:16s} {value}  ({row['n_slides']} slides)")
+    for stage, values in result.stages.items():
+        print(f"  stage {stage:36s} {values.get('seconds', 0):7.1f} s")
+    print(f"run record: {result.run_record}")
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from engine.operate import load_job_config, score_cohort
+
+    job = load_job_config(args.config, _job_overrides(args))
+    result = score_cohort(config=job, progress=not args.quiet)
+    _print_cohort_summary(result)
+    _print_failures(result.failures)
+    return 1 if (job.strict and result.failures) else 0
+
+
+def _cmd_reprocess(args: argparse.Namespace) -> int:
+    from engine.operate import load_job_config, reprocess
+    from engine.operate.pipeline import load_fleet_state
+    from engine.store import FleetLayout
+
+    job = None
+    if args.config:  # the file's sections replace the stored ones; the rest is as last run
+        from engine.operate import JobConfig
+
+        stored = load_fleet_state(FleetLayout(Path(args.root))).model_dump(mode="json")
+        changed = load_job_config(args.config, {"root": args.root}).model_dump(mode="json", exclude_unset=True)
+        job = JobConfig.model_validate({**stored, **changed})
+    plan, result = reprocess(Path(args.root), config=job, dry_run=args.dry_run, progress=not args.quiet)
+    print(("plan (dry run):\n" if args.dry_run else "plan:\n") + plan.describe())
+    if result is not None:
+        _print_cohort_summary(result)
+        _print_failures(result.failures)
+    elif not args.dry_run:
+        print("nothing stale: all outputs are up to date")
+    return 0
+
+
+def _cmd_watch(args: argparse.Namespace) -> int:
+    from engine.operate import watch
+
+    runs = watch(Path(args.root), every_s=args.every, max_runs=args.max_runs)
+    print(f"watch: {runs} poll(s)")
+    return 0
+
+
+def _cmd_post(args: argparse.Namespace) -> int:
+    from engine.post import PostParams, post
+
+    params = _stage_params(args, "post", PostParams, {})
+    report = post(Path(args.root), args.model, params=params, dask_address=args.dask_address,
+                  progress=not args.quiet)
+    print(f"post run {report.run_id}: {report.tables['slides'].num_rows} slides, "
+          f"{report.tables['regions'].num_rows} regions, {len(report.failures)} failed")
+    _print_failures(report.failures)
+    return 1 if (args.strict and report.failures) else 0
+
+
+def _cmd_views(args: argparse.Namespace) -> int:
+    from engine.views import ViewParams, render_views
+
+    params = _stage_params(args, "view", ViewParams, {})
+    report = render_views(Path(args.root), args.model, params=params, slide_ids=args.slides)
+    print(f"views: {len(report.paths)} files written")
+    report_paths = [p for p in report.paths if Path(p).name == "report.html"]
+    if report_paths:
+        print(f"cohort report: {report_paths[0]}")
+    _print_failures(report.failures)
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from engine.bench import run_benchmark
 
@@ -175,8 +287,50 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--quiet", action="store_true", help="no progress bar")
     infer.set_defaults(handler=_cmd_infer)
 
+    post = commands.add_parser("post", help="cohort post-processing with Dask: thresholds, regions, metrics")
+    post.add_argument("--model", required=True, help="registered model, name[:version]")
+    post.add_argument("--root", required=True, help="fleet root folder")
+    post.add_argument("--config", default=None, help="job config with a 'post' section")
+    post.add_argument("--dask-address", default=None, help="Dask scheduler (default: a local cluster)")
+    post.add_argument("--strict", action="store_true", help="exit 1 if any slide failed")
+    post.add_argument("--quiet", action="store_true", help="no progress bar")
+    post.set_defaults(handler=_cmd_post)
+
+    views = commands.add_parser("views", help="heatmaps, overlays, QuPath GeoJSON and the cohort report")
+    views.add_argument("--model", required=True, help="registered model, name[:version]")
+    views.add_argument("--root", required=True, help="fleet root folder")
+    views.add_argument("--config", default=None, help="job config with a 'view' section")
+    views.add_argument("--slides", nargs="*", default=None, help="only these slide IDs")
+    views.set_defaults(handler=_cmd_views)
+
+    run = commands.add_parser("run", help="ingest, infer, post and views in one go")
+    run.add_argument("manifest", nargs="?", default=None, help="manifest CSV/Parquet (or 'manifest' in --config)")
+    run.add_argument("--model", action="append", default=None, help="model name[:version] (repeatable)")
+    run.add_argument("--root", default=None, help="fleet root folder (or 'root' in --config)")
+    run.add_argument("--config", default=None, help="job config file (YAML/TOML/JSON), schemas/job-config.schema.json")
+    run.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
+    run.add_argument("--dask-address", default=None, help="Dask scheduler for post (default: local)")
+    run.add_argument("--demo-models", action="store_true", help="train and register the demo models first")
+    run.add_argument("--no-views", action="store_true", help="skip heatmaps and the report")
+    run.add_argument("--strict", action="store_true", help="exit 1 if any slide failed any stage")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.set_defaults(handler=_cmd_run)
+
+    reprocess = commands.add_parser("reprocess", help="recompute exactly what new models or parameters made stale")
+    reprocess.add_argument("--root", required=True, help="fleet root folder (made by `slidefleet run`)")
+    reprocess.add_argument("--config", default=None, help="changed job config (its stage sections replace the stored ones)")
+    reprocess.add_argument("--dry-run", action="store_true", help="print the plan only")
+    reprocess.add_argument("--quiet", action="store_true", help="no progress bars")
+    reprocess.set_defaults(handler=_cmd_reprocess)
+
+    watch = commands.add_parser("watch", help="poll for new model versions / inputs and reprocess")
+    watch.add_argument("--root", required=True, help="fleet root folder")
+    watch.add_argument("--every", type=_parse_duration_s, default=900.0, help="poll interval, e.g. 15m (default)")
+    watch.add_argument("--max-runs", type=int, default=None, help="stop after N polls (default: forever)")
+    watch.set_defaults(handler=_cmd_watch)
+
     bench = commands.add_parser("bench", help="measure a stage against its floor (prints ratios)")
-    bench.add_argument("stage", choices=["ingest", "infer"], help="stage to benchmark")
+    bench.add_argument("stage", choices=["ingest", "infer", "post"], help="stage to benchmark")
     bench.add_argument("--workdir", default=None, help="where to write generated slides (default: a temp dir)")
     bench.add_argument("--quick", action="store_true", help="smaller slides (a smoke run)")
     bench.set_defaults(handler=_cmd_bench)

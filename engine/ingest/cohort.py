@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import resource
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,8 +45,14 @@ class IngestReport:
 def _convert_or_fail(entry: SlideEntry, layout: FleetLayout, params: IngestParams) -> IngestResult | FailureRecord:
     """Runs inside a Ray task: expected failures come back as data, not exceptions."""
     logging.basicConfig(level=logging.WARNING)
+    cpu_started = time.process_time()
     try:
-        return convert_slide(entry, layout, params)
+        result = convert_slide(entry, layout, params)
+        return dataclasses.replace(
+            result,
+            cpu_seconds=time.process_time() - cpu_started,
+            peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        )
     except SlideFleetError as exc:
         return FailureRecord.from_exception("ingest", entry.slide_id, exc, source_path=str(entry.path))
     except Exception as exc:  # an unexpected bug must not take the cohort down

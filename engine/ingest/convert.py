@@ -71,10 +71,13 @@ class IngestResult:
     seconds: float
     skipped: bool
     annotation_error: SlideFleetError | None = None
+    cpu_seconds: float | None = None  # telemetry, not in the table
+    peak_rss_mib: float | None = None  # telemetry: the worker process's peak RSS so far
 
     def table_row(self) -> dict[str, Any]:
         row = dict(self.__dict__)
-        row.pop("annotation_error")
+        for telemetry_only in ("annotation_error", "cpu_seconds", "peak_rss_mib"):
+            row.pop(telemetry_only)
         return row
 
 

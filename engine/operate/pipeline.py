@@ -1,0 +1,184 @@
+"""One run, end to end: ingest → infer → post → views for every model of the job.
+
+``score_cohort`` is the Python API behind ``slidefleet run`` and ``jobs/score_cohort.py``. It
+records everything in ``ROOT/runs/<run_id>.json`` and remembers the job in ``ROOT/fleet.json`` so
+``reprocess`` can later recompute exactly what a new model version or parameter makes stale.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from engine.errors import ConfigError
+from engine.operate.config import JobConfig, load_job_config
+from engine.operate.telemetry import RunRecord
+from engine.runs import new_run_id
+from engine.store import FleetLayout
+from engine.store.atomic import atomic_write_bytes
+from engine.tables import FailureRecord, read_table
+
+log = logging.getLogger(__name__)
+
+FLEET_FILE = "fleet.json"
+RESULT_TABLES = ("slides", "regions", "thresholds", "cohort")
+
+
+@dataclass
+class CohortResult:
+    """Tables of one run as Arrow (``.to_pandas()`` for DataFrames) and where its record is."""
+
+    run_id: str
+    root: Path
+    model_ids: dict[str, str]
+    tables: dict[str, pa.Table]
+    failures: list[FailureRecord]
+    run_record: Path
+    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_pandas(self) -> dict[str, pd.DataFrame]:
+        return {name: table.to_pandas() for name, table in self.tables.items()}
+
+
+def save_fleet_state(layout: FleetLayout, config: JobConfig) -> None:
+    """Remember the job so ``reprocess`` knows the manifest, models and parameters."""
+    atomic_write_bytes(layout.root / FLEET_FILE, json.dumps(config.model_dump(mode="json"), indent=2).encode())
+
+
+def load_fleet_state(layout: FleetLayout) -> JobConfig:
+    path = layout.root / FLEET_FILE
+    if not path.exists():
+        raise ConfigError(f"{layout.root} has no {FLEET_FILE}: run `slidefleet run` on it first.")
+    return JobConfig.model_validate_json(path.read_text())
+
+
+def _tables_for(layout: FleetLayout, model_ids: Sequence[str]) -> dict[str, pa.Table]:
+    tables: dict[str, pa.Table] = {}
+    for name in RESULT_TABLES:
+        table = read_table(layout.tables_dir, name)
+        if table.num_rows and "model_id" in table.column_names:
+            table = table.filter(pc.is_in(table["model_id"], pa.array(list(model_ids), pa.string())))
+        tables[name] = table
+    tables["failures"] = read_table(layout.tables_dir, "failures")
+    return tables
+
+
+def run_stages(
+    config: JobConfig,
+    *,
+    run_id: str,
+    record: RunRecord,
+    progress: bool,
+    ingest_slide_ids: Sequence[str] | None = None,
+    infer_slide_ids: dict[str, Sequence[str]] | None = None,
+    post_models: Sequence[str] | None = None,
+    skip_ingest: bool = False,
+) -> tuple[dict[str, str], list[FailureRecord]]:
+    """Run the stages the plan asks for; return {model ref: model_id} and all failures."""
+    from engine.infer import infer
+    from engine.ingest import ingest
+    from engine.models import ModelRegistry, make_demo_models
+    from engine.post import post
+    from engine.views import render_views
+
+    assert config.root is not None
+    root = Path(config.root)
+    failures: list[FailureRecord] = []
+    if not skip_ingest:
+        if config.manifest is None:
+            raise ConfigError("the job has no manifest: give one on the command line or in the config file.")
+        started = time.perf_counter()
+        report = ingest(Path(config.manifest), root, params=config.ingest, address=config.address,
+                        slide_ids=ingest_slide_ids, progress=progress, run_id=run_id)
+        seconds = time.perf_counter() - started
+        megapixels = sum(r.width_px * r.height_px for r in report.converted) / 1e6
+        record.stage("ingest", seconds=seconds, converted=len(report.converted), skipped=len(report.skipped),
+                     failed=len(report.failures), megapixels=megapixels,
+                     megapixels_per_s=megapixels / seconds if seconds else None)
+        for result in report.results:
+            record.slide(result.slide_id, "ingest", seconds=result.seconds, skipped=result.skipped,
+                         megapixels=result.width_px * result.height_px / 1e6,
+                         cpu_seconds=result.cpu_seconds, peak_rss_mib=result.peak_rss_mib)
+        failures += report.failures
+
+    if config.demo_models:
+        make_demo_models(root)
+    registry = ModelRegistry(root)
+    model_ids: dict[str, str] = {}
+    for ref in config.models:
+        registered = registry.resolve(ref)
+        model_ids[registered.ref] = registered.model_id
+        slide_ids = None if infer_slide_ids is None else infer_slide_ids.get(ref, [])
+        if slide_ids is None or slide_ids:
+            started = time.perf_counter()
+            inferred = infer(root, registered.ref, params=config.infer, address=config.address,
+                             slide_ids=slide_ids, progress=progress, run_id=run_id)
+            record.stage(f"infer:{registered.ref}", seconds=time.perf_counter() - started, tiles=inferred.tiles,
+                         tiles_per_s=inferred.tiles_per_second, steady_tiles_per_s=inferred.steady_tiles_per_second,
+                         scored=len(inferred.scored), skipped=len(inferred.skipped), failed=len(inferred.failures),
+                         actors=inferred.actors, model_id=registered.model_id)
+            for scored in inferred.scored:
+                io_and_compute = scored["read_seconds"] + scored["model_seconds"]
+                record.slide(scored["slide_id"], f"infer:{registered.ref}", seconds=scored["seconds"],
+                             tiles=scored["tiles"], tiles_per_s=scored["tiles"] / scored["seconds"] if scored["seconds"] else None,
+                             read_seconds=scored["read_seconds"], model_seconds=scored["model_seconds"],
+                             io_fraction=scored["read_seconds"] / io_and_compute if io_and_compute else None)
+            failures += inferred.failures
+        if post_models is None or registered.ref in post_models:
+            started = time.perf_counter()
+            posted = post(root, registered.ref, params=config.post, dask_address=config.dask_address,
+                          progress=progress, run_id=run_id)
+            record.stage(f"post:{registered.ref}", seconds=time.perf_counter() - started,
+                         slides=posted.tables["slides"].num_rows, failed=len(posted.failures))
+            failures += posted.failures
+            if config.views:
+                started = time.perf_counter()
+                viewed = render_views(root, registered.ref, params=config.view)
+                record.stage(f"views:{registered.ref}", seconds=time.perf_counter() - started,
+                             written=len(viewed.paths), failed=len(viewed.failures))
+                failures += viewed.failures
+    return model_ids, failures
+
+
+def score_cohort(
+    manifest: Path | str | None = None,
+    model: str | Sequence[str] | None = None,
+    *,
+    root: Path | str | None = None,
+    config: JobConfig | Path | str | None = None,
+    address: str | None = None,
+    progress: bool = True,
+    run_id: str | None = None,
+) -> CohortResult:
+    """Ingest, score, post-process and render a cohort in one call; returns the tables.
+
+    ``config`` is a :class:`JobConfig` or a job-config file; explicit arguments override it.
+    """
+    models = [model] if isinstance(model, str) else (list(model) if model else None)
+    overrides: dict[str, Any] = {"manifest": str(manifest) if manifest else None, "root": str(root) if root else None,
+                                 "models": models, "address": address}
+    if isinstance(config, JobConfig):
+        job = config.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    else:
+        job = load_job_config(config, overrides)
+    if job.root is None or not job.models:
+        raise ConfigError("score_cohort needs a root and at least one model (argument or config file).")
+    layout = FleetLayout(Path(job.root))
+    run_id = run_id or new_run_id()
+    record = RunRecord(run_id=run_id, config=job.model_dump(mode="json"))
+    model_ids, failures = run_stages(job, run_id=run_id, record=record, progress=progress)
+    save_fleet_state(layout, job)
+    record.failures = [f.__dict__ for f in failures]
+    path = record.write(layout.runs_dir)
+    return CohortResult(run_id=run_id, root=layout.root, model_ids=model_ids,
+                        tables=_tables_for(layout, list(model_ids.values())), failures=failures,
+                        run_record=path, stages=record.stages)
