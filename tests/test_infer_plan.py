@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from engine.infer.plan import plan_units, tile_geometry, tissue_tiles, unit_input_window
-from engine.infer.tta import TTA_TRANSFORMS, _TRANSFORMS, with_tta
+from engine.infer.tta import _TRANSFORMS, TTA_TRANSFORMS, with_tta
 
 
 def _geometry(**overrides):

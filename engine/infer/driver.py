@@ -137,10 +137,11 @@ def _actor_count(params: InferParams) -> tuple[int, dict[str, Any]]:
     if params.max_actors is not None:
         count = min(count, params.max_actors)
     if count < 1:
+        gpu_need = f" and {params.gpus_per_actor:g} GPUs" if options["num_gpus"] else ""
         raise ConfigError(
             f"the Ray cluster ({cpus:g} CPUs, {gpus:g} GPUs) cannot hold one scoring actor needing "
-            f"{params.cpus_per_actor:g} CPUs{' and %g GPUs' % params.gpus_per_actor if options['num_gpus'] else ''}; "
-            "lower infer.cpus_per_actor / infer.gpus_per_actor or add nodes."
+            f"{params.cpus_per_actor:g} CPUs{gpu_need}; lower infer.cpus_per_actor / "
+            "infer.gpus_per_actor or add nodes."
         )
     return count, options
 
