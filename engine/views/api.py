@@ -1,0 +1,405 @@
+"""``render_views``: every slide's pictures and GeoJSON, then the cohort report, for one model.
+
+Slides are drawn concurrently in threads (the work is reading small levels and numpy); a slide
+that fails becomes a ``views`` row of the failures table and the others go on.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import logging
+import platform
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from engine import __version__
+from engine.errors import ConfigError, ModelError, SlideFleetError
+from engine.models import ModelCard, ModelRegistry
+from engine.runs import new_run_id
+from engine.store import FleetLayout, read_completion
+from engine.store.atomic import atomic_write_bytes
+from engine.tables import FailureRecord, write_failures
+from engine.views.inputs import (
+    PostResults,
+    completed_prediction_ids,
+    prediction_attributes,
+    read_failure_rows,
+    read_post_results,
+    read_run_records,
+)
+from engine.views.params import ViewParams
+from engine.views.regions import RegionRule
+from engine.views.report import ReportInputs, best_and_worst, build_report_html
+from engine.views.slide import SlideSettings, SlideViews, render_slide
+
+log = logging.getLogger(__name__)
+
+REPORT_FILE = "report.html"
+
+
+@dataclass
+class ViewsReport:
+    """What ``render_views`` wrote, and which slides failed."""
+
+    run_id: str
+    model_id: str
+    model_ref: str
+    out_dir: Path
+    slides: list[SlideViews] = field(default_factory=list)
+    report: Path | None = None
+    failures: list[FailureRecord] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def paths(self) -> list[Path]:
+        found = [p for s in self.slides for p in s.paths]
+        return found + ([self.report] if self.report is not None else [])
+
+
+@dataclass(frozen=True)
+class _Model:
+    model_id: str
+    ref: str
+    card: ModelCard | None
+
+
+def _resolve_model(layout: FleetLayout, model: str) -> _Model:
+    """``name[:version]`` from the registry, or a bare model_id that has predictions."""
+    try:
+        registered = ModelRegistry(layout.root).resolve(model)
+        return _Model(registered.model_id, registered.ref, registered.card)
+    except ModelError:
+        if (layout.predictions_dir / model).is_dir():
+            return _Model(model, model, None)
+        raise
+
+
+def _check_channel(model: _Model, wanted: str | None) -> str | None:
+    """``wanted`` if the model has that class (the card's positive class when ``None``)."""
+    if model.card is None:
+        return wanted
+    names = list(model.card.class_names)
+    if wanted is not None and wanted not in names:
+        raise ConfigError(f"channel {wanted!r} is not a class of {model.ref}: {names}")
+    return wanted if wanted is not None else names[model.card.positive_class_index]
+
+
+def _rule(post: PostResults, slide_id: str, params: ViewParams) -> RegionRule | None:
+    """Post's threshold and morphology for the slide, else ``params.threshold``, else none.
+
+    Morphology (µm²) comes from ``params`` when set there, else from post's recorded parameters.
+    """
+    post_params = post.params
+
+    def morphology(name: str) -> float:
+        mine = getattr(params, name)
+        return float(mine if mine is not None else post_params.get(name, 0.0))
+
+    row = post.slide(slide_id)
+    if row is not None and row.get("threshold") is not None:
+        return RegionRule(
+            float(row["threshold"]),
+            row["score_kind"],
+            morphology("min_region_um2"),
+            morphology("max_hole_um2"),
+        )
+    threshold = (post.record or {}).get("threshold")
+    if threshold is not None and post_params.get("score") in ("probability", "zscore"):
+        return RegionRule(
+            float(threshold),
+            post_params["score"],
+            morphology("min_region_um2"),
+            morphology("max_hole_um2"),
+        )
+    if params.threshold is not None:
+        return RegionRule(
+            params.threshold,
+            params.threshold_score_kind,
+            morphology("min_region_um2"),
+            morphology("max_hole_um2"),
+        )
+    return None
+
+
+def render_views(
+    root: Path | str,
+    model: str,
+    *,
+    params: ViewParams | None = None,
+    slide_ids: Sequence[str] | None = None,
+    run_id: str | None = None,
+    report: bool = True,
+) -> ViewsReport:
+    """Write ``ROOT/views/<model_id>/``: per-slide heatmap, panel and GeoJSON, and ``report.html``.
+
+    Parameters
+    ----------
+    root
+        Fleet root.
+    model
+        ``name[:version]`` of a registered model, or a model_id with predictions.
+    params
+        How to draw (:class:`ViewParams`); defaults otherwise.
+    slide_ids
+        Slides to draw; default: every slide with a completed prediction for the model. A listed
+        slide without one is a failure. The report always covers the whole cohort.
+    report
+        Also write ``report.html``.
+    """
+    started = time.perf_counter()
+    params = params or ViewParams()
+    layout = FleetLayout(Path(root))
+    resolved = _resolve_model(layout, model)
+    predictions_dir = layout.predictions_dir / resolved.model_id
+    out_dir = layout.views_dir / resolved.model_id
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result = ViewsReport(run_id or new_run_id(), resolved.model_id, resolved.ref, out_dir)
+
+    ids = list(slide_ids) if slide_ids is not None else completed_prediction_ids(predictions_dir)
+    post = read_post_results(layout.root, resolved.model_id)
+    region_channel = _check_channel(resolved, post.params.get("positive_class"))
+    truth_labels = post.params.get("truth_labels")
+    settings = SlideSettings(
+        resolved.model_id,
+        params,
+        out_dir,
+        channel=_check_channel(resolved, params.channel) if params.channel else region_channel,
+        region_channel=region_channel,
+        truth_labels=tuple(truth_labels) if truth_labels is not None else None,
+    )
+
+    def one(slide_id: str) -> SlideViews | FailureRecord:
+        source = str(predictions_dir / f"{slide_id}.zarr")
+        try:
+            return render_slide(
+                layout.slide_store(slide_id),
+                layout.prediction_store(resolved.model_id, slide_id),
+                settings,
+                _rule(post, slide_id, params),
+            )
+        except SlideFleetError as exc:
+            return FailureRecord.from_exception(
+                "views", slide_id, exc, source_path=source, model_id=resolved.model_id
+            )
+        except Exception as exc:  # a drawing bug on one slide must not lose the cohort's report
+            log.exception("unexpected error drawing %s", slide_id)
+            return FailureRecord.from_exception(
+                "views", slide_id, exc, source_path=source, model_id=resolved.model_id
+            )
+
+    if ids:
+        with ThreadPoolExecutor(max_workers=min(params.workers, len(ids))) as pool:
+            for outcome in pool.map(one, ids):
+                if isinstance(outcome, FailureRecord):
+                    result.failures.append(outcome)
+                else:
+                    result.slides.append(outcome)
+                    _check_against_post(outcome, post)
+    write_failures(layout.tables_dir, result.failures, run_id=result.run_id)
+
+    if report:
+        html = build_report_html(_report_inputs(layout, resolved, post, result, params))
+        result.report = out_dir / REPORT_FILE
+        atomic_write_bytes(result.report, html.encode("utf-8"))
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _check_against_post(views: SlideViews, post: PostResults) -> None:
+    row = post.slide(views.slide_id)
+    if row is None or views.n_regions is None:
+        return
+    if row.get("n_regions") != views.n_regions:
+        log.warning(
+            "%s: %d regions here, %s in the post tables; give views the post morphology "
+            "(min_region_um2 / max_hole_um2) so the outlines match",
+            views.slide_id,
+            views.n_regions,
+            row.get("n_regions"),
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Report inputs
+
+
+def _report_image(path: Path, width_px: int) -> tuple[str, bytes] | None:
+    """A panel PNG shrunk to ``width_px`` and re-encoded as JPEG, to keep the report small."""
+    try:
+        with Image.open(path) as opened:
+            image = opened.convert("RGB")
+        if image.width > width_px:
+            height = max(1, round(image.height * width_px / image.width))
+            image = image.resize((width_px, height), Image.Resampling.LANCZOS)
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=85, optimize=True)
+        return "image/jpeg", buffer.getvalue()
+    except OSError:
+        return None
+
+
+def _span(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    if not rows:
+        return {}
+    times = [r["written_at"] for r in rows]
+    return {
+        "runs": sorted({r["run_id"] for r in rows}),
+        "engine versions": sorted({r["engine_version"] for r in rows}),
+        "written": f"{min(times):%Y-%m-%d %H:%M:%S} – {max(times):%Y-%m-%d %H:%M:%S} UTC",
+    }
+
+
+def _report_inputs(
+    layout: FleetLayout, model: _Model, post: PostResults, result: ViewsReport, params: ViewParams
+) -> ReportInputs:
+    out_dir = result.out_dir
+    predictions_dir = layout.predictions_dir / model.model_id
+    with_predictions = set(completed_prediction_ids(predictions_dir))
+    ingested = (
+        {
+            p.name.removesuffix(".ome.zarr")
+            for p in layout.slides_dir.glob("*.ome.zarr")
+            if not p.name.startswith(".") and read_completion(p) is not None
+        }
+        if layout.slides_dir.is_dir()
+        else set()
+    )
+    drawn = {s.slide_id for s in result.slides}
+    post_run = (post.record or {}).get("run_id")
+
+    def resolved(row: dict[str, Any]) -> bool:
+        """Whether a later run gave the slide the output this failure stopped."""
+        stage, slide_id = row["stage"], row["slide_id"]
+        if stage in ("manifest", "ingest"):
+            return slide_id in ingested
+        if stage == "infer":
+            return slide_id in with_predictions
+        if stage == "post":
+            return post_run is not None and row["run_id"] != post_run
+        if stage == "views":
+            panel = out_dir / f"{slide_id}_panel.png"
+            return slide_id in drawn or (
+                panel.exists()
+                and dt.datetime.fromtimestamp(panel.stat().st_mtime, dt.UTC) > row["written_at"]
+            )
+        return False
+
+    failures = read_failure_rows(layout.tables_dir, model.model_id, resolved=resolved)
+
+    slide_files: dict[str, dict[str, str]] = {}
+    for slide_id in sorted(with_predictions | {r["slide_id"] for r in post.slides}):
+        files = {
+            kind: f"{slide_id}{suffix}"
+            for kind, suffix in (
+                ("panel", "_panel.png"),
+                ("heatmap", "_heatmap.png"),
+                ("geojson", ".geojson"),
+                ("classes", "_classes.png"),
+            )
+            if (out_dir / f"{slide_id}{suffix}").exists()
+        }
+        if files:
+            slide_files[slide_id] = files
+
+    best, worst = best_and_worst(post.slides, params.report_panels)
+    panel_images = {}
+    for slide_id in best + worst:
+        image = _report_image(out_dir / f"{slide_id}_panel.png", params.report_image_width_px)
+        if image is not None:
+            panel_images[slide_id] = image
+
+    prediction_attrs = [
+        prediction_attributes(predictions_dir / f"{slide_id}.zarr")
+        for slide_id in sorted(with_predictions)
+    ]
+    card = model.card
+    first_post = post.slides[0] if post.slides else {}
+    run_ids = {a.get("run_id") for a in prediction_attrs} | {r["run_id"] for r in post.slides}
+    provenance: dict[str, Any] = {
+        "Model": {
+            "reference": model.ref,
+            "model_id": model.model_id,
+            **(
+                {
+                    "kind": card.kind,
+                    "class names": list(card.class_names),
+                    "positive class": card.class_names[card.positive_class_index],
+                    "mpp (µm/px)": card.mpp,
+                    "tile size (px)": card.tile_size_px,
+                    "output stride": card.output_stride,
+                    "description": card.description,
+                    "training data": card.training_data,
+                }
+                if card is not None
+                else {}
+            ),
+        },
+        "Inference": {
+            "prediction stores": len(with_predictions),
+            "runs": sorted({a["run_id"] for a in prediction_attrs if a.get("run_id")}),
+            "engine versions": sorted(
+                {a["engine_version"] for a in prediction_attrs if a.get("engine_version")}
+            ),
+            "score map pixel (µm)": sorted(
+                {a["output_px_um"] for a in prediction_attrs if a.get("output_px_um")}
+            ),
+            "parameters": prediction_attrs[0].get("infer_params") if prediction_attrs else None,
+        },
+        "Post-processing": {
+            "params_hash": post.params_hash,
+            "score kind": first_post.get("score_kind"),
+            "threshold": first_post.get("threshold"),
+            "objective": first_post.get("threshold_objective"),
+            "fitted on": post.thresholds[0]["fitted_on"] if post.thresholds else None,
+            "calibration slides": (post.record or {}).get("calibration_slide_ids"),
+            **_span(post.slides),
+            "parameters": post.params or None,
+        }
+        if post.slides
+        else {"status": "post has not run for this model"},
+        "Views": {
+            "run": result.run_id,
+            "engine version": __version__,
+            "slides drawn in this run": len(result.slides),
+            "failed in this run": len(result.failures),
+            "parameters": params.model_dump(mode="json"),
+        },
+        "Environment": {
+            "python": platform.python_version(),
+            "platform": platform.platform(terse=True),
+            **_versions(),
+        },
+        "Run records": read_run_records(layout.runs_dir, {r for r in run_ids if r}),
+    }
+    return ReportInputs(
+        model_ref=model.ref,
+        model_id=model.model_id,
+        generated_at=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        slides=post.slides,
+        cohort=post.cohort,
+        thresholds=post.thresholds,
+        failures=failures,
+        slide_files=slide_files,
+        panel_images=panel_images,
+        provenance=provenance,
+        best_worst=params.report_panels,
+    )
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    found = {}
+    for name in ("numpy", "zarr", "pyarrow", "matplotlib", "pillow", "ray", "dask", "torch"):
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
