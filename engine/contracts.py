@@ -20,11 +20,17 @@ SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "schemas"
 def generated_contracts() -> dict[str, dict[str, Any]]:
     """Relative path under ``schemas/`` → JSON document."""
     from engine.infer.params import InferParams
+    from engine.operate.config import JobConfig
+    from engine.post.params import PostParams
+    from engine.views.params import ViewParams
 
     contracts: dict[str, dict[str, Any]] = {
         "manifest.schema.json": ManifestRow.model_json_schema(),
         "ingest-params.schema.json": IngestParams.model_json_schema(),
         "infer-params.schema.json": InferParams.model_json_schema(),
+        "post-params.schema.json": PostParams.model_json_schema(),
+        "view-params.schema.json": ViewParams.model_json_schema(),
+        "job-config.schema.json": JobConfig.model_json_schema(),
     }
     try:
         from engine.models.card import ModelCard

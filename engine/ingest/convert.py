@@ -17,7 +17,6 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,8 +35,7 @@ from engine.ingest.pyramid import (
 )
 from engine.manifest import SlideEntry
 from engine.slides import SlideReader, open_slide, slide_content_sha256
-from engine.store import FleetLayout, atomic_directory, read_completion, write_completion
-from engine.store import ngff
+from engine.store import FleetLayout, atomic_directory, ngff, read_completion, write_completion
 from engine.store.writer import BackgroundWriter
 from engine.tissue import detect_tissue
 

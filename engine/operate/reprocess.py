@@ -25,7 +25,13 @@ from engine.ingest.convert import input_key
 from engine.manifest import read_manifest
 from engine.models import ModelRegistry
 from engine.operate.config import JobConfig
-from engine.operate.pipeline import CohortResult, _tables_for, load_fleet_state, run_stages, save_fleet_state
+from engine.operate.pipeline import (
+    CohortResult,
+    _tables_for,
+    load_fleet_state,
+    run_stages,
+    save_fleet_state,
+)
 from engine.operate.telemetry import RunRecord
 from engine.runs import new_run_id
 from engine.store import FleetLayout, read_completion

@@ -1,8 +1,8 @@
 """Slide readers: one small protocol, OpenSlide behind it today."""
 
 from engine.slides.base import SlideInfo, SlideReader, check_mpp
-from engine.slides.openslide_reader import OpenSlideReader, open_slide
 from engine.slides.hashing import slide_content_sha256
+from engine.slides.openslide_reader import OpenSlideReader, open_slide
 
 __all__ = [
     "OpenSlideReader",
