@@ -29,7 +29,7 @@ def _measure(mode: str, manifest: Path, root: Path) -> dict[str, Any]:
 def bench_ingest(workdir: Path | None, *, quick: bool = False) -> int:
     from engine.synth import generate_cohort
 
-    side_px = 2048 if quick else 4096
+    side_px = 2048 if quick else 8192  # both sizes above one 2048-px block when not quick
     with tempfile.TemporaryDirectory(prefix="slidefleet-bench-") as tmp:
         base = Path(workdir) if workdir else Path(tmp)
         rows = []
