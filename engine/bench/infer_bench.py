@@ -22,7 +22,7 @@ def bench_infer(workdir: Path | None, *, quick: bool = False, batch_size: int = 
     from engine.models import make_demo_models
     from engine.synth import generate_cohort
 
-    side_px, n_slides = (4096, 1) if quick else (8192, 2)
+    side_px, n_slides = (4096, 1) if quick else (16384, 2)
     with tempfile.TemporaryDirectory(prefix="slidefleet-bench-infer-") as tmp:
         base = Path(workdir) if workdir else Path(tmp)
         manifest = generate_cohort(base / "cohort", n_slides, seed=5, width_px=side_px, height_px=side_px,
