@@ -221,16 +221,7 @@ def test_ingest_job_writes_stores_and_tables(
     assert read_failures(root / "tables").column("slide_id").to_pylist() == ["broken"]
 
 
-def _post_stage_missing() -> bool:
-    import engine.post
-
-    return not hasattr(engine.post, "post")
-
-
 @pytest.mark.slow  # two jobs, four stages: 50-90 s on 2 busy cores
-@pytest.mark.skipif(
-    _post_stage_missing(), reason="engine.post.post has not landed: no end-to-end run yet"
-)
 def test_main_job_scores_the_cohort_and_reprocess_finds_nothing_stale(
     ray_head: RayHead, cohort_manifest: Path, tmp_path: Path
 ) -> None:

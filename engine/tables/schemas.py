@@ -82,7 +82,7 @@ POST_SLIDES_SCHEMA = pa.schema(
         _field("label", pa.string(), "Slide-level label from the manifest.", nullable=True),
         _field("score_kind", pa.string(), "Scores thresholded: 'probability' or 'zscore'."),
         _field("threshold", pa.float64(), "Threshold applied (fitted on the calibration split)."),
-        _field("threshold_objective", pa.string(), "Objective the threshold was fitted for: iou, f1 or youden."),
+        _field("threshold_objective", pa.string(), "Objective the threshold was fitted for (iou, f1, youden), or 'fixed' (the configured fallback)."),
         _field("pixel_um", pa.float64(), "Pixel size of the score map in µm."),
         _field("score_mean", pa.float64(), "Mean raw score over tissue (the z-score's mean).", nullable=True),
         _field("score_std", pa.float64(), "Std of the raw score over tissue (the z-score's std).", nullable=True),
@@ -111,6 +111,11 @@ POST_SLIDES_SCHEMA = pa.schema(
         _field("patch_auc", pa.float64(), "Patch-level ROC AUC.", nullable=True),
         _field("oracle_threshold", pa.float64(), "Per-slide best threshold (oracle: uses this slide's truth).", nullable=True),
         _field("oracle_value", pa.float64(), "Objective at the oracle threshold (oracle).", nullable=True),
+        _field("confusion_matrix", pa.list_(pa.list_(pa.int64())), "Multi-class models: pixel confusion matrix over tissue, rows = truth class, columns = argmax class.", nullable=True),
+        _field("class_iou", pa.list_(pa.float64()), "Multi-class models: IoU per class (null when undefined).", nullable=True),
+        _field("class_dice", pa.list_(pa.float64()), "Multi-class models: Dice per class (null when undefined).", nullable=True),
+        _field("miou", pa.float64(), "Multi-class models: mean IoU over defined classes.", nullable=True),
+        _field("macro_dice", pa.float64(), "Multi-class models: mean Dice over defined classes.", nullable=True),
         *PROVENANCE_FIELDS,
     ]
 )
@@ -138,6 +143,7 @@ THRESHOLDS_SCHEMA = pa.schema(
     [
         *_POST_KEYS,
         _field("fitted_on", pa.string(), "Split the sweep was computed on (e.g. calibration)."),
+        _field("n_slides_fitted", pa.int64(), "Slides of that split whose counts were summed."),
         _field("score_kind", pa.string(), "'probability' or 'zscore'."),
         _field("threshold", pa.float64(), "Grid threshold."),
         _field("tp", pa.int64(), "Pooled true-positive pixels."),
