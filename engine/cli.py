@@ -142,7 +142,7 @@ def _print_cohort_summary(result) -> None:  # noqa: ANN001 - CohortResult
         names = {v: k for k, v in result.model_ids.items()}
 
         def fmt(value: object, spec: str = "6.3f") -> str:
-            return "-" if value is None else format(value, spec)
+            return "-".rjust(int(spec.split(".")[0])) if value is None else format(value, spec)
 
         for row in sorted(slides, key=lambda r: (r["model_id"], r["slide_id"])):
             print(f"{row['slide_id']:22s} {names.get(row['model_id'], row['model_id']):26s} "
