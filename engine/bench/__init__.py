@@ -14,4 +14,8 @@ def run_benchmark(stage: str, workdir: Path | None, *, quick: bool = False) -> i
         from engine.bench.infer_bench import bench_infer
 
         return bench_infer(workdir, quick=quick)
+    if stage == "post":
+        from engine.bench.post_bench import bench_post
+
+        return bench_post(workdir, quick=quick)
     raise ValueError(f"no benchmark for stage {stage!r}")
