@@ -599,10 +599,10 @@ def test_report_renders_in_chromium_with_sorting_and_failures(
     fleet: dict[str, Any], tmp_path: Path
 ) -> None:
     binary = _chromium()
-    if binary is None:
-        pytest.skip(
-            "no chromium binary on PATH (install Debian's 'chromium' package to run this test)"
-        )
+    assert binary is not None, (
+        "no chromium binary on PATH: .ci/setup installs Debian's 'chromium' package (as root); "
+        "install it to render the report"
+    )
     report = fleet["views"].report
     probe = report.parent / "report-sort-probe.html"  # beside the report, so its links resolve
     probe.write_text(report.read_text().replace("</body>", CLICK_IOU, 1))
