@@ -503,12 +503,13 @@ def bench_post(
             from engine.models import ModelRegistry
 
             model = ModelRegistry(full).resolve(BENCH_MODEL).ref
+            made = f"reused from {base}"
         else:
             model = synthesise_fleet(full, max(sizes))
+            made = f"written in {time.perf_counter() - started:.0f} s"
         from engine.models import ModelRegistry
 
         model_id = ModelRegistry(full).resolve(model).model_id
-        synth_s = time.perf_counter() - started
         rows = []
         for n in sizes:
             root = full if n == max(sizes) else base / f"fleet_{n}" / "root"
@@ -526,7 +527,7 @@ def bench_post(
     print(
         f"slidefleet bench post: SYNTHESISED fleets (prediction and slide stores written directly, "
         f"not ingest+infer) of {', '.join(map(str, sizes))} slides: score maps 256-600 px per side "
-        f"at 8 µm, tissue label at 8 µm, ground truth at 2 µm (written in {synth_s:.0f} s)."
+        f"at 8 µm, tissue label at 8 µm, ground truth at 2 µm ({made})."
     )
     print(
         f"engine: post() on {rows[0][1]['scheduler']} ({os.cpu_count()} CPUs, load "
