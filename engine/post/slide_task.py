@@ -30,10 +30,9 @@ from engine.errors import SlideFleetError, StoreIncomplete
 from engine.metrics import confusion_matrix, macro_dice, miou, per_class_iou_dice, slide_metrics
 from engine.post.compute import (
     SweepCounts,
-    apply_threshold,
-    clean_mask,
     label_regions,
     oracle_columns,
+    predicted_mask,
     quantify,
     regions,
     zscore_over_tissue,
@@ -395,9 +394,10 @@ def analyse_slide(
     """
     raw = maps.positive_scores
     scores = thresholded_scores(maps, params)
-    mask = apply_threshold(scores, threshold) & maps.tissue
-    cleaned = clean_mask(
-        mask, maps.pixel_um, min_region_um2=params.min_region_um2, max_hole_um2=params.max_hole_um2
+    # ``scores`` are already z-scored when params.score asks for it: compare them as they are.
+    cleaned = predicted_mask(
+        scores, maps.tissue, threshold=threshold, score_kind="probability", pixel_um=maps.pixel_um,
+        min_region_um2=params.min_region_um2, max_hole_um2=params.max_hole_um2,
     )
     labels, _ = label_regions(cleaned)
     found = regions(

@@ -22,12 +22,12 @@ from skimage import measure
 
 from engine.post.compute import (
     Region,
-    apply_threshold,
-    clean_mask,
     label_regions,
     regions,
+    signed_area,
     zscore_over_tissue,
 )
+from engine.post.compute import predicted_mask as compute_predicted_mask
 from engine.views.grid import PixelGrid
 
 ScoreKind = Literal["probability", "zscore"]
@@ -63,17 +63,12 @@ def thresholded_scores(
 def predicted_mask(
     scores: ArrayLike, tissue: ArrayLike, rule: RegionRule, *, pixel_um: float
 ) -> NDArray[np.bool_]:
-    """Cleaned positive mask of one slide's score map (on tissue only)."""
-    values = thresholded_scores(scores, tissue, rule.score_kind)
-    mask = apply_threshold(values, rule.threshold) & np.asarray(tissue).astype(bool)
-    return clean_mask(
-        mask, pixel_um, min_region_um2=rule.min_region_um2, max_hole_um2=rule.max_hole_um2
+    """Cleaned positive mask of one slide's score map: post's own definition, with ``rule``."""
+    return compute_predicted_mask(
+        scores, tissue, threshold=rule.threshold, score_kind=rule.score_kind, pixel_um=pixel_um,
+        min_region_um2=rule.min_region_um2, max_hole_um2=rule.max_hole_um2,
     )
 
-
-def _signed_area(ring: NDArray[np.float64]) -> float:
-    x, y = ring[:, 0], ring[:, 1]
-    return 0.5 * float(np.dot(x[:-1], y[1:]) - np.dot(x[1:], y[:-1]))
 
 
 def region_outlines(
@@ -112,7 +107,7 @@ def region_outlines(
             )
             for r in rings
         ]
-        areas = [abs(_signed_area(r)) for r in placed]
+        areas = [abs(signed_area(r)) for r in placed]
         outer = int(np.argmax(areas))
         holes = [r for k, r in enumerate(placed) if k != outer and len(r) >= 4]
         polygon = shapely.Polygon(placed[outer], holes)

@@ -6,7 +6,14 @@ calibration split's summed ``SweepCounts``) -> ``clean_mask`` -> ``regions`` /
 ``region_polygons`` -> ``quantify``.
 """
 
-from engine.post.compute.components import Region, label_regions, region_polygons, regions
+from engine.post.compute.components import (
+    Region,
+    label_regions,
+    region_polygons,
+    regions,
+    signed_area,
+)
+from engine.post.compute.mask import predicted_mask
 from engine.post.compute.morphology import clean_mask
 from engine.post.compute.normalise import zscore_over_tissue
 from engine.post.compute.quantify import SlideQuantities, quantify
@@ -38,6 +45,8 @@ __all__ = [
     "label_regions",
     "objective_curve",
     "oracle_columns",
+    "predicted_mask",
+    "signed_area",
     "oracle_threshold",
     "quantify",
     "region_polygons",

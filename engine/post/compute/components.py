@@ -195,7 +195,7 @@ def regions(
     return out
 
 
-def _signed_area(ring: NDArray[np.float64]) -> float:
+def signed_area(ring: NDArray[np.float64]) -> float:
     """Shoelace area of a closed ring of (x, y) points, positive when counter-clockwise."""
     x, y = ring[:, 0], ring[:, 1]
     return 0.5 * float(np.dot(x[:-1], y[1:]) - np.dot(x[1:], y[:-1]))
@@ -243,7 +243,7 @@ def region_polygons(
         crop[1:-1, 1:-1] = labels_arr[box] == region_id
         # (row, col) -> (x, y) in crop pixels; find_contours rings are closed here (padded crop).
         rings = [c[:, ::-1] for c in measure.find_contours(crop, 0.5, fully_connected="high")]
-        areas = [_signed_area(r) for r in rings]
+        areas = [signed_area(r) for r in rings]
         k = int(np.argmax(np.abs(areas)))
         ring = rings[k] if areas[k] > 0 else rings[k][::-1]
         # crop index c -> grid pixel c - 1 + xs.start, whose centre is at +0.5.
