@@ -300,7 +300,8 @@ def test_auc_interval_is_seeded_and_shrinks_with_more_slides() -> None:
 def test_undefined_slide_metrics_are_none() -> None:
     assert slide_auc([1, 1, 1], [0.2, 0.3, 0.9]) is None
     assert slide_auc_interval([0, 0], [0.1, 0.2]).auc is None
-    assert slide_auc_interval([0, 1], [0.1, 0.2]).low is None  # too few usable resamples
+    two = slide_auc_interval([0, 1], [0.1, 0.2], resamples=400)
+    assert 100 < two.resamples < 300  # one-class resamples (about half) are skipped and counted
     assert quadratic_weighted_kappa(np.array([[3, 0], [0, 0]])) is None
     with pytest.raises(ValueError, match="0/1"):
         slide_auc([0, 2], [0.1, 0.2])
