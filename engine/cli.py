@@ -225,6 +225,24 @@ def _cmd_views(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_split(args: argparse.Namespace) -> int:
+    from engine.operate.split import split_manifest
+    from engine.splits import SplitFractions
+
+    train, calibration, test = args.fractions
+    report = split_manifest(
+        args.manifest,
+        args.out,
+        fractions=SplitFractions(train, calibration, test),
+        seed=args.seed,
+        stratify_by=args.stratify_by,
+        site_column=args.site_column,
+        group_by=args.group_by,
+    )
+    print("\n".join(report.lines()))
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from engine.bench import run_benchmark
 
@@ -328,6 +346,21 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--every", type=_parse_duration_s, default=900.0, help="poll interval, e.g. 15m (default)")
     watch.add_argument("--max-runs", type=int, default=None, help="stop after N polls (default: forever)")
     watch.set_defaults(handler=_cmd_watch)
+
+    split = commands.add_parser(
+        "split", help="write the manifest with a stratified, seeded train/calibration/test split"
+    )
+    split.add_argument("manifest", help="manifest CSV or Parquet")
+    split.add_argument("--out", required=True, help="the new manifest (CSV or Parquet by suffix)")
+    split.add_argument(
+        "--fractions", type=float, nargs=3, default=(0.6, 0.2, 0.2),
+        metavar=("TRAIN", "CALIBRATION", "TEST"), help="fractions of groups per split (default 0.6 0.2 0.2)",
+    )
+    split.add_argument("--seed", type=int, default=0)
+    split.add_argument("--stratify-by", default=None, help="stratum column (default: label, else burden)")
+    split.add_argument("--site-column", default=None, help="provider/scanner column crossed with the stratum")
+    split.add_argument("--group-by", default=None, help="patient/case column kept whole (default: patient_id, case_id)")
+    split.set_defaults(handler=_cmd_split)
 
     bench = commands.add_parser("bench", help="measure a stage against its floor (prints ratios)")
     bench.add_argument("stage", choices=["ingest", "infer", "post"], help="stage to benchmark")
