@@ -225,6 +225,41 @@ def _cmd_views(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_qc(args: argparse.Namespace) -> int:
+    from engine.ingest import IngestParams
+    from engine.qc.params import QcParams
+    from engine.qc.stage import qc
+
+    overrides: dict[str, object] = {"pixel_um": args.pixel_um}
+    if args.exclude is not None:
+        overrides["exclude"] = args.exclude
+    params = _stage_params(args, "qc", QcParams, overrides)
+    class_map = _stage_params(args, "ingest", IngestParams, {}).class_map
+    report = qc(
+        Path(args.root),
+        params=params,
+        class_map=class_map,
+        address=args.address,
+        num_cpus=args.num_cpus,
+        progress=not args.quiet,
+    )
+    print(
+        f"qc run {report.run_id}: {len(report.rows)} slides measured at "
+        f"{params.pixel_um:g} µm/px, {len(report.flagged)} flagged, {len(report.excluded)} excluded"
+    )
+    for row in report.rows:
+        blur = row["blurred_tile_fraction"]
+        print(
+            f"  {row['slide_id']:24s} tissue {row['tissue_area_mm2']:7.1f} mm²  "
+            f"blurred {'   -' if blur is None else f'{blur:4.0%}'}  pen {row['pen_fraction']:5.1%}  "
+            f"{', '.join(row['flags']) or 'ok'}{'  (excluded)' if row['excluded'] else ''}"
+        )
+        for reason in row["reasons"]:
+            print(f"      {reason}")
+    _print_failures([f for f in report.failures if f.error_type != "QcExcluded"])
+    return 1 if (args.strict and report.failures) else 0
+
+
 def _cmd_split(args: argparse.Namespace) -> int:
     from engine.operate.split import split_manifest
     from engine.splits import SplitFractions
@@ -346,6 +381,17 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--every", type=_parse_duration_s, default=900.0, help="poll interval, e.g. 15m (default)")
     watch.add_argument("--max-runs", type=int, default=None, help="stop after N polls (default: forever)")
     watch.set_defaults(handler=_cmd_watch)
+
+    qc_cmd = commands.add_parser("qc", help="slide and annotation QC of ingested slides into tables/qc")
+    qc_cmd.add_argument("--root", required=True, help="fleet root folder")
+    qc_cmd.add_argument("--config", default=None, help="job config with 'qc' (and 'ingest') sections")
+    qc_cmd.add_argument("--pixel-um", type=float, default=None, help="resolution slides are judged at")
+    qc_cmd.add_argument("--exclude", nargs="*", default=None, help="flags that keep a slide out of infer")
+    qc_cmd.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
+    qc_cmd.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray")
+    qc_cmd.add_argument("--strict", action="store_true", help="exit 1 if any slide failed or was excluded")
+    qc_cmd.add_argument("--quiet", action="store_true", help="no progress bar")
+    qc_cmd.set_defaults(handler=_cmd_qc)
 
     split = commands.add_parser(
         "split", help="write the manifest with a stratified, seeded train/calibration/test split"

@@ -125,3 +125,18 @@ def test_dense_slide_is_an_outlier_in_its_cohort() -> None:
     _, flags, reasons = flag_cohort(rows, ANNOTATION_RULES)
     assert [i for i, f in enumerate(flags) if f] == [6]
     assert "objects per mm² of tissue 180 is far above the cohort median" in reasons[6][0]
+
+
+def test_self_intersecting_outline_is_flagged_but_measured() -> None:
+    tissue = np.ones((100, 100), bool)
+    bowtie = Polygon([(0, 0), (200, 200), (200, 0), (0, 200)])  # crosses itself at (100, 100)
+    quality = annotation_quality(
+        [bowtie],
+        slide_width_px=1000,
+        slide_height_px=1000,
+        mpp=1.0,
+        tissue=tissue,
+        tissue_pixel_um=10.0,
+    )
+    assert quality.degenerate_objects == 1
+    assert quality.area_um2_median == pytest.approx(20_000)  # two triangles of 10,000 µm²

@@ -198,19 +198,7 @@ def load_annotation(
         raise BadAnnotation(f"{path.name}: {message}") from None
 
 
-def _load(
-    path: Path, head: bytes, class_map: ClassMap, slide_width_px: int, slide_height_px: int
-) -> Annotation:
-    source = str(path)
-    if path.suffix.lower() in MASK_SUFFIXES or head.startswith(_MAGIC_IMAGE):
-        return build_mask_annotation(
-            read_label_mask(path),
-            class_map,
-            slide_width_px=slide_width_px,
-            slide_height_px=slide_height_px,
-            roi_origin_px=roi_origin_from_name(path.name),
-            source=source,
-        )
+def _parse_polygon_file(path: Path) -> ParsedShapes:
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -225,8 +213,38 @@ def _load(
         parsed = parse_ncrf_json(decoded)
     else:
         parsed = parse_geojson(decoded)
+    logger.debug("%s: %s with %d area shape(s)", path, fmt, len(parsed.shapes))
+    return parsed
+
+
+def read_source_shapes(path: Path) -> ParsedShapes | None:
+    """The area shapes of a polygon annotation file as written (before repair, clipping and the
+    class map), for annotation QC; ``None`` for a label-mask image, which has no shapes."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadAnnotation(f"annotation file not found: {path}")
+    with path.open("rb") as fh:
+        head = fh.read(16)
+    if path.suffix.lower() in MASK_SUFFIXES or head.startswith(_MAGIC_IMAGE):
+        return None
+    return _parse_polygon_file(path)
+
+
+def _load(
+    path: Path, head: bytes, class_map: ClassMap, slide_width_px: int, slide_height_px: int
+) -> Annotation:
+    source = str(path)
+    if path.suffix.lower() in MASK_SUFFIXES or head.startswith(_MAGIC_IMAGE):
+        return build_mask_annotation(
+            read_label_mask(path),
+            class_map,
+            slide_width_px=slide_width_px,
+            slide_height_px=slide_height_px,
+            roi_origin_px=roi_origin_from_name(path.name),
+            source=source,
+        )
+    parsed = _parse_polygon_file(path)
     _warn_skipped(parsed, path)
-    logger.debug("%s: %s with %d area shape(s)", source, fmt, len(parsed.shapes))
     return build_polygon_annotation(
         parsed.shapes,
         class_map,

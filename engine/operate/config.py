@@ -18,6 +18,7 @@ from engine.errors import ConfigError
 from engine.infer.params import InferParams
 from engine.ingest.params import IngestParams
 from engine.post.params import PostParams
+from engine.qc.params import QcParams
 from engine.views.params import ViewParams
 
 
@@ -35,6 +36,7 @@ class JobConfig(BaseModel):
     strict: bool = Field(False, description="Exit non-zero when any slide failed any stage.")
     views: bool = Field(True, description="Render heatmaps, GeoJSON and the cohort report.")
     ingest: IngestParams = Field(default_factory=IngestParams)
+    qc: QcParams = Field(default_factory=QcParams)
     infer: InferParams = Field(default_factory=InferParams)
     post: PostParams = Field(default_factory=PostParams)
     view: ViewParams = Field(default_factory=ViewParams)

@@ -3,7 +3,8 @@
 What a lab checks before training or scoring against annotations: how many objects, how dense per
 mm² of tissue, how large (µm²), what fraction of the tissue is annotated positive, and which
 objects are suspect: partly outside the slide, mostly off tissue (annotated glass), or degenerate
-(fewer than three distinct vertices, zero area, self-intersecting before repair).
+(fewer than three distinct vertices, zero area, or self-intersecting as drawn — those are still
+measured after ``shapely.make_valid`` repairs them, as ingest rasterises them).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 import shapely
 from numpy.typing import NDArray
 from shapely.geometry import Polygon, box
+from shapely.geometry.base import BaseGeometry
 
 
 @dataclass(frozen=True)
@@ -32,14 +34,22 @@ class AnnotationQuality:
     positive_fraction_of_tissue: float | None
 
 
-def _is_degenerate(polygon: Polygon) -> bool:
+def _repaired(polygon: Polygon) -> BaseGeometry | None:
+    """The polygon as ingest rasterises it (repaired if invalid); ``None`` if nothing is left.
+
+    An outline with fewer than three distinct vertices, or whose repair has no area, is empty.
+    (A self-intersecting bow-tie's own area is zero — its lobes cancel — so area is judged after
+    repair.)
+    """
     ring = np.asarray(polygon.exterior.coords)
-    distinct = len({(float(x), float(y)) for x, y in ring})
-    return distinct < 3 or polygon.area <= 0 or not polygon.is_valid
+    if len({(float(x), float(y)) for x, y in ring}) < 3:
+        return None
+    fixed = polygon if polygon.is_valid else shapely.make_valid(polygon)
+    return fixed if fixed.area > 0 else None
 
 
 def _fraction_on_tissue(
-    polygon: Polygon, tissue: NDArray[np.bool_], tissue_pixel_px: float
+    polygon: BaseGeometry, tissue: NDArray[np.bool_], tissue_pixel_px: float
 ) -> float:
     """Share of the polygon's area on tissue, sampled at the tissue mask's pixel centres."""
     min_x, min_y, max_x, max_y = polygon.bounds
@@ -61,6 +71,7 @@ def _fraction_on_tissue(
 def annotation_quality(
     polygons: Sequence[Polygon],
     *,
+    holes: Sequence[Polygon] = (),
     slide_width_px: int,
     slide_height_px: int,
     mpp: float,
@@ -70,6 +81,9 @@ def annotation_quality(
 ) -> AnnotationQuality:
     """Measures of a slide's positive annotation objects (polygons in level-0 px at ``mpp``).
 
+    ``polygons`` are the objects as drawn (one per outline); ``holes`` are areas drawn as
+    exclusions, subtracted from the positive area.
+
     ``tissue`` is the slide's tissue mask at ``tissue_pixel_um`` µm/px, origin at the slide's.
     """
     if not (mpp > 0 and tissue_pixel_um > 0):
@@ -78,9 +92,9 @@ def annotation_quality(
     slide = box(0, 0, slide_width_px, slide_height_px)
     tissue_pixel_px = tissue_pixel_um / mpp
     tissue_mm2 = float(tissue.sum()) * tissue_pixel_um**2 / 1e6
-    flags = [_is_degenerate(p) for p in polygons]
-    degenerate = sum(flags)
-    usable = [p for p, bad in zip(polygons, flags, strict=True) if not bad]
+    repaired = [_repaired(p) for p in polygons]
+    degenerate = sum(r is None or not p.is_valid for p, r in zip(polygons, repaired, strict=True))
+    usable: list[BaseGeometry] = [r for r in repaired if r is not None]
     areas_um2 = np.array([p.area * mpp * mpp for p in usable], np.float64)
     outside = sum(1 for p in usable if not slide.contains(p))
     off_tissue = sum(
@@ -89,9 +103,10 @@ def annotation_quality(
         if isinstance(p, Polygon)
         and _fraction_on_tissue(p, tissue, tissue_pixel_px) < min_on_tissue
     )
-    union_um2 = (
-        float(shapely.union_all(usable).intersection(slide).area) * mpp * mpp if usable else 0.0
-    )
+    positive = shapely.union_all(usable).intersection(slide) if usable else None
+    if positive is not None and holes:
+        positive = positive.difference(shapely.union_all(list(holes)))
+    union_um2 = float(positive.area) * mpp * mpp if positive is not None else 0.0
     return AnnotationQuality(
         objects=len(polygons),
         degenerate_objects=degenerate,

@@ -3,8 +3,10 @@
 A slide is compared with its cohort by the robust z-score ``(x - median) / (1.4826 · MAD)``, which
 one bad slide cannot drag the way it drags a mean and standard deviation. A measure is flagged when
 ``|z|`` exceeds ``z_limit`` in the direction that means trouble (blur: lower sharpness; pen: more
-ink), or when an absolute limit is crossed whatever the cohort looks like (a cohort where every
-slide carries pen marks is still a cohort with pen marks).
+ink) *and* it differs from the median by at least the rule's ``min_difference`` (so when most
+slides share one value, a trace of debris is not an infinitely rare event), or when an absolute
+limit is crossed whatever the cohort looks like (a cohort where every slide carries pen marks is
+still a cohort with pen marks).
 """
 
 from __future__ import annotations
@@ -27,28 +29,36 @@ class MeasureRule:
     direction: Direction
     absolute_limit: float | None = None  # crossing it (in the bad direction) always flags
     what: str = ""
+    min_difference: float = 0.0  # smallest |value - median| worth a cohort flag
 
 
 #: Slide-QC rules (measures of :class:`engine.qc.slide_quality.SlideQuality`).
 SLIDE_RULES: tuple[MeasureRule, ...] = (
     MeasureRule(
-        "blurred_tile_fraction", "blur", "high", 0.25, "share of tissue tiles out of focus"
+        "blurred_tile_fraction", "blur", "high", 0.25, "share of tissue tiles out of focus", 0.1
     ),
     MeasureRule("laplacian_var_median", "blur", "low", None, "median sharpness of tissue tiles"),
-    MeasureRule("pen_fraction", "pen", "high", 0.005, "share of the slide under pen ink"),
-    MeasureRule("dark_fraction", "debris", "high", 0.02, "share of near-black pixels"),
-    MeasureRule("white_fraction", "overexposed", "high", None, "share of saturated white pixels"),
-    MeasureRule("tissue_area_mm2", "little_tissue", "low", 1.0, "tissue area in mm²"),
-    MeasureRule("brightness", "brightness", "both", None, "mean luminance on tissue"),
-    MeasureRule("contrast", "contrast", "low", None, "luminance spread on tissue"),
-    MeasureRule("hematoxylin_od", "stain", "both", None, "mean haematoxylin density"),
-    MeasureRule("eosin_od", "stain", "both", None, "mean eosin density"),
+    MeasureRule("pen_fraction", "pen", "high", 0.005, "share of the slide under pen ink", 0.002),
+    MeasureRule("dark_fraction", "debris", "high", 0.02, "share of near-black pixels", 0.005),
+    MeasureRule(
+        "white_fraction", "overexposed", "high", None, "share of saturated white pixels", 0.02
+    ),
+    MeasureRule("tissue_area_mm2", "little_tissue", "low", 0.2, "tissue area in mm²", 0.5),
+    MeasureRule("brightness", "brightness", "both", None, "mean luminance on tissue", 0.03),
+    MeasureRule("contrast", "contrast", "low", None, "luminance spread on tissue", 0.02),
+    MeasureRule("hematoxylin_od", "stain", "both", None, "mean haematoxylin density", 0.03),
+    MeasureRule("eosin_od", "stain", "both", None, "mean eosin density", 0.03),
 )
 
 #: Annotation-QC rules (measures of :class:`engine.qc.annotation_quality.AnnotationQuality`).
 ANNOTATION_RULES: tuple[MeasureRule, ...] = (
     MeasureRule(
-        "density_per_mm2_tissue", "annotation_density", "both", None, "objects per mm² of tissue"
+        "density_per_mm2_tissue",
+        "annotation_density",
+        "both",
+        None,
+        "objects per mm² of tissue",
+        0.5,
     ),
     MeasureRule("area_um2_median", "annotation_size", "both", None, "median object area in µm²"),
     MeasureRule("degenerate_objects", "degenerate_annotation", "high", 0.5, "degenerate polygons"),
@@ -110,9 +120,14 @@ def flag_cohort(
             ):
                 side = "above" if rule.direction != "low" else "below"
                 why = f"{rule.what or rule.measure} {value:.4g} is {side} the limit {rule.absolute_limit:g}"
-            elif z is not None and (
-                (rule.direction in ("high", "both") and z > z_limit)
-                or (rule.direction in ("low", "both") and z < -z_limit)
+            elif (
+                z is not None
+                and median is not None
+                and abs(value - median) >= rule.min_difference
+                and (
+                    (rule.direction in ("high", "both") and z > z_limit)
+                    or (rule.direction in ("low", "both") and z < -z_limit)
+                )
             ):
                 side = "above" if z > 0 else "below"
                 why = (

@@ -174,6 +174,43 @@ COHORT_SCHEMA = pa.schema(
     ]
 )
 
+QC_SCHEMA = pa.schema(
+    [
+        _field("slide_id", pa.string(), "Slide identifier."),
+        _field("pixel_um", pa.float64(), "Resolution (µm/px) the slide was judged at."),
+        _field("level_path", pa.string(), "Pyramid level read (array path in the store)."),
+        _field("tissue_area_mm2", pa.float64(), "Tissue area in mm²."),
+        _field("tissue_fraction", pa.float64(), "Fraction of the slide that is tissue."),
+        _field("brightness", pa.float64(), "Mean luminance on tissue (0-1).", nullable=True),
+        _field("contrast", pa.float64(), "RMS contrast: std of luminance on tissue.", nullable=True),
+        _field("saturation", pa.float64(), "Mean HSV saturation on tissue.", nullable=True),
+        _field("hematoxylin_od", pa.float64(), "Mean haematoxylin density (rgb2hed) on tissue.", nullable=True),
+        _field("eosin_od", pa.float64(), "Mean eosin density (rgb2hed) on tissue.", nullable=True),
+        _field("stain_vector_h", pa.list_(pa.float64()), "Macenko haematoxylin OD vector (r, g, b).", nullable=True),
+        _field("stain_vector_e", pa.list_(pa.float64()), "Macenko eosin OD vector (r, g, b).", nullable=True),
+        _field("laplacian_var_median", pa.float64(), "Median Laplacian variance of tissue tiles (sharpness).", nullable=True),
+        _field("blurred_tile_fraction", pa.float64(), "Share of tissue tiles below the blur threshold.", nullable=True),
+        _field("tissue_tiles", pa.int64(), "Tissue tiles blur was measured on."),
+        _field("pen_fraction", pa.float64(), "Share of the slide under pen ink (green-blue hues)."),
+        _field("dark_fraction", pa.float64(), "Share of near-black pixels (debris, folds, marker)."),
+        _field("white_fraction", pa.float64(), "Share of saturated white pixels."),
+        _field("annotation_objects", pa.int64(), "Positive annotation objects as drawn.", nullable=True),
+        _field("annotation_degenerate", pa.int64(), "Objects with < 3 vertices, zero area or self-intersecting.", nullable=True),
+        _field("annotation_outside_slide", pa.int64(), "Objects reaching beyond the slide's edge.", nullable=True),
+        _field("annotation_off_tissue", pa.int64(), "Objects mostly on glass.", nullable=True),
+        _field("annotation_density_per_mm2", pa.float64(), "Objects per mm² of tissue.", nullable=True),
+        _field("annotation_area_um2_min", pa.float64(), "Smallest object area (µm²).", nullable=True),
+        _field("annotation_area_um2_median", pa.float64(), "Median object area (µm²).", nullable=True),
+        _field("annotation_area_um2_max", pa.float64(), "Largest object area (µm²).", nullable=True),
+        _field("annotation_positive_fraction", pa.float64(), "Annotated positive area / tissue area.", nullable=True),
+        _field("flags", pa.list_(pa.string()), "QC flags raised (blur, pen, stain, annotation_density, ...)."),
+        _field("reasons", pa.list_(pa.string()), "One sentence per flag: the measure, its value and the limit or cohort median."),
+        _field("excluded", pa.bool_(), "True when a flag in qc.exclude keeps the slide out of inference."),
+        _field("params_hash", pa.string(), "Hash of the QC parameters."),
+        *PROVENANCE_FIELDS,
+    ]
+)
+
 TABLE_SCHEMAS: dict[str, pa.Schema] = {
     "failures": FAILURES_SCHEMA,
     "ingested": INGESTED_SLIDES_SCHEMA,
@@ -182,6 +219,7 @@ TABLE_SCHEMAS: dict[str, pa.Schema] = {
     "regions": REGIONS_SCHEMA,
     "thresholds": THRESHOLDS_SCHEMA,
     "cohort": COHORT_SCHEMA,
+    "qc": QC_SCHEMA,
 }
 
 

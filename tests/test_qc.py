@@ -1,0 +1,96 @@
+"""`slidefleet qc` on real slide files: pen ink and blur are measured, flagged with reasons, gated."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import openslide
+import pyarrow.parquet as pq
+import pytest
+from scipy import ndimage
+
+from engine.cli import main
+from engine.ingest import ingest
+from engine.qc.params import QcParams
+from engine.qc.stage import qc
+from engine.tables.failures import read_failures
+from engine.tables.writer import read_table
+from tests.conftest import write_plain_tiff_slide
+
+pytestmark = pytest.mark.usefixtures("ray_session")
+
+
+def _level0(path: Path) -> np.ndarray:
+    with openslide.OpenSlide(str(path)) as slide:
+        region = slide.read_region((0, 0), 0, slide.dimensions).convert("RGB")
+    return np.asarray(region)
+
+
+@pytest.fixture(scope="module")
+def qc_fleet(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    """Five synthetic slides; one gets a blue marker stroke, one is blurred, as a scanner would."""
+    from engine.synth import generate_cohort
+
+    out = tmp_path_factory.mktemp("qc")
+    manifest = generate_cohort(out / "cohort", 5, seed=11, width_px=2048, height_px=2048)
+    with Path(manifest).open() as handle:
+        rows = list(csv.DictReader(handle))
+    paths = {row["slide_id"]: Path(manifest).parent / row["path"] for row in rows}
+    ids = sorted(paths)
+    pen_id, blur_id = ids[0], ids[1]
+
+    inked = _level0(paths[pen_id]).copy()
+    inked[300:420, 200:1800] = (25, 70, 200)  # a marker line across the slide
+    write_plain_tiff_slide(paths[pen_id], inked, 0.5)
+
+    sharp = _level0(paths[blur_id]).astype(np.float32)
+    soft = np.stack([ndimage.gaussian_filter(sharp[..., c], 12) for c in range(3)], axis=-1)
+    write_plain_tiff_slide(paths[blur_id], np.clip(np.round(soft), 0, 255).astype(np.uint8), 0.5)
+
+    root = out / "root"
+    report = ingest(manifest, root, progress=False)
+    assert not report.failures
+    return root, {"pen": pen_id, "blur": blur_id}
+
+
+def test_qc_flags_pen_and_blur_with_reasons(qc_fleet) -> None:
+    root, which = qc_fleet
+    report = qc(root, params=QcParams(pixel_um=2.0), progress=False)
+    rows = {row["slide_id"]: row for row in report.rows}
+    assert len(rows) == 5 and not report.failures
+    pen, blur = rows[which["pen"]], rows[which["blur"]]
+    stroke_fraction = 120 * 1600 / 2048**2
+    assert pen["pen_fraction"] == pytest.approx(stroke_fraction, rel=0.15)
+    assert "pen" in pen["flags"]
+    assert any(r.startswith("pen: share of the slide under pen ink") for r in pen["reasons"])
+    sharp = [r["laplacian_var_median"] for s, r in rows.items() if s != which["blur"]]
+    assert blur["laplacian_var_median"] < min(sharp) / 5
+    assert "blur" in blur["flags"]
+    clean = [s for s in rows if s not in which.values()]
+    for slide_id in clean:
+        assert rows[slide_id]["flags"] == [], rows[slide_id]["reasons"]
+        assert rows[slide_id]["pen_fraction"] < 0.002
+    # Annotated slides have their objects measured (the generator draws tumour polygons).
+    annotated = [r for r in rows.values() if r.get("annotation_objects")]
+    assert annotated and all(r["annotation_area_um2_median"] > 0 for r in annotated)
+    assert not any(r["excluded"] for r in rows.values())  # no gate asked for
+
+    table = read_table(root / "tables", "qc").to_pylist()
+    assert sorted(r["slide_id"] for r in table) == sorted(rows)
+    assert {r["slide_id"]: r["flags"] for r in table}[which["pen"]] == pen["flags"]
+
+
+def test_qc_gate_keeps_flagged_slides_out_with_a_failures_row(qc_fleet, capsys) -> None:
+    root, which = qc_fleet
+    code = main(["qc", "--root", str(root), "--pixel-um", "2", "--exclude", "pen", "--quiet"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "1 excluded" in printed and "(excluded)" in printed
+    failures = read_failures(root / "tables").to_pylist()
+    gated = [f for f in failures if f["stage"] == "qc" and f["error_type"] == "QcExcluded"]
+    assert [f["slide_id"] for f in gated] == [which["pen"]]
+    assert "qc.exclude" in gated[0]["message"] and "pen ink" in gated[0]["message"]
+    parts = list((root / "tables" / "qc").rglob("*.parquet"))
+    assert len(parts) >= 1 and pq.read_table(parts[0]).num_rows == 5
