@@ -147,6 +147,12 @@ class ModelCard(BaseModel):
         default=None, description="Stain the model was trained on, e.g. 'H&E'."
     )
     references: tuple[str, ...] = Field(default=(), description="Papers, URLs or DOIs.")
+    explain_layer: str | None = Field(
+        default=None,
+        description="Dotted name of the layer Grad-CAM explains (e.g. 'encoder.layer4'); used "
+        "where the model file allows hooks (torch.export). Otherwise, and for TorchScript, "
+        "explanations use input x gradient.",
+    )
 
     @field_validator("name")
     @classmethod
