@@ -1,0 +1,1 @@
+"""Slide-level answers from bags of tile embeddings: gated-attention multiple-instance learning."""
