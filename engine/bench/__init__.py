@@ -18,4 +18,8 @@ def run_benchmark(stage: str, workdir: Path | None, *, quick: bool = False) -> i
         from engine.bench.post_bench import bench_post
 
         return bench_post(workdir, quick=quick)
+    if stage == "qc":
+        from engine.bench.qc_bench import bench_qc
+
+        return bench_qc(workdir, quick=quick)
     raise ValueError(f"no benchmark for stage {stage!r}")
