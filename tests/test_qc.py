@@ -29,7 +29,7 @@ def _level0(path: Path) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def qc_fleet(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+def qc_fleet(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str], Path]:
     """Five synthetic slides; one gets a blue marker stroke, one is blurred, as a scanner would."""
     from engine.synth import generate_cohort
 
@@ -52,11 +52,11 @@ def qc_fleet(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, 
     root = out / "root"
     report = ingest(manifest, root, progress=False)
     assert not report.failures
-    return root, {"pen": pen_id, "blur": blur_id}
+    return root, {"pen": pen_id, "blur": blur_id}, Path(manifest)
 
 
 def test_qc_flags_pen_and_blur_with_reasons(qc_fleet) -> None:
-    root, which = qc_fleet
+    root, which, _ = qc_fleet
     report = qc(root, params=QcParams(pixel_um=2.0), progress=False)
     rows = {row["slide_id"]: row for row in report.rows}
     assert len(rows) == 5 and not report.failures
@@ -83,7 +83,7 @@ def test_qc_flags_pen_and_blur_with_reasons(qc_fleet) -> None:
 
 
 def test_qc_gate_keeps_flagged_slides_out_with_a_failures_row(qc_fleet, capsys) -> None:
-    root, which = qc_fleet
+    root, which, _ = qc_fleet
     code = main(["qc", "--root", str(root), "--pixel-um", "2", "--exclude", "pen", "--quiet"])
     assert code == 0
     printed = capsys.readouterr().out
@@ -94,3 +94,34 @@ def test_qc_gate_keeps_flagged_slides_out_with_a_failures_row(qc_fleet, capsys) 
     assert "qc.exclude" in gated[0]["message"] and "pen ink" in gated[0]["message"]
     parts = list((root / "tables" / "qc").rglob("*.parquet"))
     assert len(parts) >= 1 and pq.read_table(parts[0]).num_rows == 5
+
+
+def test_run_gates_excluded_slides_out_of_infer_and_post(qc_fleet) -> None:
+    """`run` with qc.exclude: the inked slide gets a QC failures row and no prediction; the rest go on."""
+    from engine.operate import JobConfig, score_cohort
+    from tests.infer_models import Darkness, darkness_card, register
+
+    root, which, manifest = qc_fleet
+    registered = register(root, Darkness(), darkness_card("qc-darkness"))
+    job = JobConfig(manifest=str(manifest), root=str(root), models=["qc-darkness"], views=False,
+                    qc=QcParams(pixel_um=2.0, exclude=("pen",)))
+    result = score_cohort(config=job, progress=False)
+    predictions = root / "predictions" / registered.model_id
+    scored = sorted(p.name.removesuffix(".zarr") for p in predictions.glob("*.zarr"))
+    assert which["pen"] not in scored and len(scored) == 4
+    assert sorted(result.to_pandas()["slides"]["slide_id"]) == scored
+    mine = [f for f in result.failures if f.slide_id == which["pen"]]
+    assert [(f.stage, f.error_type) for f in mine] == [("qc", "QcExcluded")], mine
+    record = result.stages["qc"]
+    assert record["measured"] == 5 and record["excluded"] == 1 and record["seconds_per_slide"] > 0
+
+    # Lifting the gate (QC runs again without it) lets the slide be scored on the next run.
+    lifted = job.model_copy(update={"qc": QcParams(pixel_um=2.0)})
+    again = score_cohort(config=lifted, progress=False)
+    assert which["pen"] in set(again.to_pandas()["slides"]["slide_id"])
+    assert not [f for f in again.failures if f.slide_id == which["pen"]]
+
+
+def test_qc_exclude_without_the_stage_is_a_config_error() -> None:
+    with pytest.raises(ValueError, match="needs QC to run"):
+        QcParams(enabled=False, exclude=("blur",))

@@ -110,6 +110,9 @@ def run_stages(
                          cpu_seconds=result.cpu_seconds, peak_rss_mib=result.peak_rss_mib)
         failures += report.failures
 
+    excluded = _qc_stage(config, root, run_id=run_id, record=record, progress=progress, failures=failures,
+                         skip_ingest=skip_ingest)
+
     if config.demo_models:
         make_demo_models(root)
     registry = ModelRegistry(root)
@@ -118,6 +121,7 @@ def run_stages(
         registered = registry.resolve(ref)
         model_ids[registered.ref] = registered.model_id
         slide_ids = None if infer_slide_ids is None else infer_slide_ids.get(ref, [])
+        slide_ids = _without_excluded(root, slide_ids, excluded)
         if slide_ids is None or slide_ids:
             started = time.perf_counter()
             inferred = infer(root, registered.ref, params=config.infer, address=config.address,
@@ -147,6 +151,46 @@ def run_stages(
                              written=len(viewed.paths), failed=len(viewed.failures))
                 failures += viewed.failures
     return model_ids, failures
+
+
+def _qc_stage(config: JobConfig, root: Path, *, run_id: str, record: RunRecord, progress: bool,
+              failures: list[FailureRecord], skip_ingest: bool) -> set[str]:
+    """QC every ingested slide (when ``qc.enabled``); return the slides ``qc.exclude`` gates out.
+
+    The gate is the latest QC verdict of each slide (``tables/qc``): a slide this run's QC
+    excludes is skipped by infer (its QC failures row says why) and left out by post. With
+    ``qc.enabled`` false, or when ingest did not run and every slide already has a verdict under
+    these QC parameters (a reprocess of post only), the latest verdicts hold.
+    """
+    from engine.qc.gate import excluded_slides
+    from engine.qc.stage import qc, qc_is_current
+
+    tables_dir = FleetLayout(root).tables_dir
+    if not config.qc.enabled or (skip_ingest and qc_is_current(root, config.qc, config.ingest.class_map)):
+        return set(excluded_slides(tables_dir))  # the latest verdicts hold
+    started = time.perf_counter()
+    report = qc(root, params=config.qc, class_map=config.ingest.class_map, address=config.address,
+                progress=progress, run_id=run_id)
+    seconds = time.perf_counter() - started
+    record.stage("qc", seconds=seconds, measured=len(report.rows), flagged=len(report.flagged),
+                 excluded=len(report.excluded), failed=len(report.failures) - len(report.excluded),
+                 seconds_per_slide=seconds / len(report.rows) if report.rows else None)
+    for row in report.rows:
+        record.slide(row["slide_id"], "qc", seconds=row["seconds"], flags=row["flags"],
+                     excluded=row["excluded"])
+    failures += report.failures
+    return set(excluded_slides(tables_dir))
+
+
+def _without_excluded(root: Path, slide_ids: Sequence[str] | None, excluded: set[str]) -> list[str] | None:
+    """``slide_ids`` (``None``: every slide store) less the QC-excluded ones."""
+    if not excluded:
+        return None if slide_ids is None else list(slide_ids)
+    if slide_ids is None:
+        slides_dir = FleetLayout(root).slides_dir
+        slide_ids = sorted(p.name.removesuffix(".ome.zarr") for p in slides_dir.glob("*.ome.zarr")
+                           if not p.name.startswith(".")) if slides_dir.is_dir() else []
+    return [s for s in slide_ids if s not in excluded]
 
 
 def score_cohort(

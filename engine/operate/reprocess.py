@@ -33,6 +33,7 @@ from engine.operate.pipeline import (
     save_fleet_state,
 )
 from engine.operate.telemetry import RunRecord
+from engine.qc.gate import excluded_slides
 from engine.runs import new_run_id
 from engine.store import FleetLayout, read_completion
 from engine.store.slide_store import SlideStore
@@ -93,6 +94,7 @@ def plan_reprocess(root: Path | str, config: JobConfig | None = None) -> Reproce
             plan.ingest[entry.slide_id] = "changed: " + ", ".join(changed)
         else:
             plan.up_to_date_slides += 1
+    gated = set(excluded_slides(layout.tables_dir))  # QC keeps them out of inference
     registry = ModelRegistry(layout.root)
     for ref in job.models:
         registered = registry.resolve(ref)
@@ -106,6 +108,8 @@ def plan_reprocess(root: Path | str, config: JobConfig | None = None) -> Reproce
                 store = SlideStore.open(layout.slide_store(entry.slide_id))
             except SlideFleetError:
                 continue  # never ingested successfully: nothing to score
+            if entry.slide_id in gated:
+                continue
             key = prediction_key(store, registered, job.infer)
             if not is_complete(layout.prediction_store(registered.model_id, entry.slide_id), key):
                 stale[entry.slide_id] = "no prediction for this model version and parameters"

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from engine.errors import SlideFleetError, StoreIncomplete
 from engine.post.params import PostParams
 from engine.post.slide_task import STAGE, SlidePlan
+from engine.qc.gate import excluded_slides
 from engine.store import FleetLayout, read_completion
 from engine.tables import FailureRecord
 
@@ -71,9 +72,12 @@ def plan_cohort(layout: FleetLayout, model: RegisteredModel, params: PostParams)
     n_classes = len(model.card.class_names)
     multiclass = n_classes > 1 and model.card.kind != "anomaly_scorer"
     prediction_dir = layout.predictions_dir / model.model_id
+    # Slides the latest QC gates out (qc.exclude) are not part of the cohort: their QC failures
+    # row says why, and an older prediction of theirs must not count.
+    gated = set(excluded_slides(layout.tables_dir))
     slide_ids = sorted(
-        set(_store_names(layout.slides_dir, ".ome.zarr"))
-        | set(_store_names(prediction_dir, ".zarr"))
+        (set(_store_names(layout.slides_dir, ".ome.zarr")) | set(_store_names(prediction_dir, ".zarr")))
+        - gated
     )
     plans: list[SlidePlan] = []
     failures: list[FailureRecord] = []

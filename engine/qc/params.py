@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from engine.qc.slide_quality import QualityParams
 
@@ -30,6 +30,12 @@ class QcParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    enabled: bool = Field(
+        True,
+        description="Run QC as a stage of `slidefleet run`, after ingest and before infer "
+        "(`slidefleet qc` always runs it).",
+    )
+
     pixel_um: float = Field(
         4.0,
         gt=0,
@@ -48,6 +54,15 @@ class QcParams(BaseModel):
         description="Flags that keep a slide out of inference (a failures row says why), "
         "e.g. [blur, pen]. Empty: QC reports, never gates.",
     )
+
+    @model_validator(mode="after")
+    def _gate_needs_the_stage(self) -> QcParams:
+        if self.exclude and not self.enabled:
+            raise ValueError(
+                f"qc.exclude {list(self.exclude)} needs QC to run: set qc.enabled to true, or "
+                "empty qc.exclude"
+            )
+        return self
 
     def quality_params(self) -> QualityParams:
         return QualityParams(blur_tile_um=self.blur_tile_um, blur_threshold=self.blur_threshold)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,8 +63,11 @@ class QcReport:
 
 def _measure(store_path: Path, params: QcParams, class_map: str) -> dict[str, Any] | FailureRecord:
     slide_id = store_path.name.removesuffix(".ome.zarr")
+    started = time.perf_counter()
     try:
-        return qc_slide(store_path, params, class_map)
+        row = qc_slide(store_path, params, class_map)
+        row["seconds"] = time.perf_counter() - started
+        return row
     except SlideFleetError as exc:
         return FailureRecord.from_exception("qc", slide_id, exc, source_path=str(store_path))
 
@@ -72,9 +76,28 @@ _measure_task = ray.remote(num_cpus=1, max_retries=1)(_measure)
 
 
 def params_hash(params: QcParams, class_map: str) -> str:
-    payload = {"qc": params.model_dump(mode="json"), "class_map": class_map}
+    # Whether ``run`` runs the stage does not change what it measures.
+    payload = {"qc": params.model_dump(mode="json", exclude={"enabled"}), "class_map": class_map}
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def qc_is_current(root: Path | str, params: QcParams, class_map: str = "camelyon16") -> bool:
+    """Whether every committed slide store has its newest QC verdict under these parameters.
+
+    The parameters' hash covers ``exclude``, so a changed gate makes QC stale too.
+    """
+    from engine.qc.gate import qc_verdicts
+
+    layout = FleetLayout(Path(root))
+    verdicts = qc_verdicts(layout.tables_dir)
+    digest = params_hash(params, class_map)
+    stores = [
+        p.name.removesuffix(".ome.zarr")
+        for p in layout.slides_dir.glob("*.ome.zarr")
+        if read_completion(p) is not None
+    ] if layout.slides_dir.is_dir() else []
+    return all(s in verdicts and verdicts[s].get("params_hash") == digest for s in stores)
 
 
 def flag_rows(rows: Sequence[dict[str, Any]], params: QcParams) -> None:

@@ -207,6 +207,7 @@ QC_SCHEMA = pa.schema(
         _field("reasons", pa.list_(pa.string()), "One sentence per flag: the measure, its value and the limit or cohort median."),
         _field("excluded", pa.bool_(), "True when a flag in qc.exclude keeps the slide out of inference."),
         _field("params_hash", pa.string(), "Hash of the QC parameters."),
+        _field("seconds", pa.float64(), "Wall seconds measuring the slide (read + measures)."),
         *PROVENANCE_FIELDS,
     ]
 )
