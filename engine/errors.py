@@ -59,3 +59,7 @@ class ModelOutputInvalid(SlideFleetError, ValueError):
 
 class WorkerDied(SlideFleetError, RuntimeError):
     """A Ray worker died and its retries were exhausted."""
+
+
+class UnmaterialisedRegion(SlideFleetError, ValueError):
+    """A tile needs pixels that a sparse slide store did not convert (its margin is too small)."""

@@ -111,7 +111,12 @@ def test_level0_pixels_equal_openslide_exactly(shared_root) -> None:
         raw = np.asarray(slide._slide.read_region((0, 0), 0, (width, height)))
     assert raw[..., 3].min() == 255  # opaque slide: RGB must match read_region byte for byte
     assert level0.shape == (3, height, width)
-    np.testing.assert_array_equal(level0.transpose(1, 2, 0), raw[..., :3])
+    # A sparse store (the default) holds level 0 only in the chunks it records; those are exact.
+    chunk_px = store["0"].chunks[-1]
+    grid = np.asarray(store["slidefleet-coverage/0"][:]).astype(bool)
+    written = np.kron(grid, np.ones((chunk_px, chunk_px), bool))[:height, :width]
+    assert written.mean() > 0.5
+    np.testing.assert_array_equal(level0.transpose(1, 2, 0)[written], raw[..., :3][written])
 
 
 def test_pyramid_scale_follows_mpp_and_real_downsamples(shared_root) -> None:

@@ -26,6 +26,7 @@ from engine import __version__
 from engine.cluster import ensure_ray
 from engine.errors import ConfigError, NoTissue, SlideFleetError, StoreIncomplete, WorkerDied
 from engine.infer.actor import ScoringActor, UnitJob, UnitStats
+from engine.infer.coverage import check_materialised
 from engine.infer.params import InferParams
 from engine.infer.plan import TileGeometry, WorkUnit, plan_units, tile_geometry, tissue_tiles
 from engine.infer.prediction_store import (
@@ -116,6 +117,10 @@ def _plan_slide(store: SlideStore, model: RegisteredModel, params: InferParams) 
         tissue_translation_y_um=tissue_level.translation_y_um, tissue_translation_x_um=tissue_level.translation_x_um,
         mpp_x=store.mpp_x, mpp_y=store.mpp_y, samples_per_side=params.tissue_samples_per_side,
     )
+    reads = [(card.mpp, card.tile_size_px)]
+    if params.fusion is not None:
+        reads.append((card.mpp * params.fusion.mpp_factor, card.tile_size_px))
+    check_materialised(store, geometry, selected, model_name=model.ref, reads=reads)
     return geometry, plan_units(store.slide_id, geometry, selected)
 
 

@@ -6,9 +6,17 @@ Layout of ``<slide_id>.ome.zarr``::
     0/ 1/ ...            RGB pyramid, (c, y, x) uint8, lossless zstd
     labels/tissue/       tissue mask (0/1) at the detection resolution, then 2x levels
     labels/annotation/   ground truth rasterised from XML / GeoJSON / a label mask (if given)
+    slidefleet-coverage/  sparse stores: per sparse level, 1 per chunk written from the slide (others read white)
     slidefleet-complete.json   completion record, written last
 
-Memory is bounded by ``block_px``: nothing reads a whole level-0 image.
+Sparse stores (``ingest.sparse``, the default): the tissue-detection level (nearest
+``tissue.target_mpp``) and every coarser level are written complete first; tissue is detected
+there and dilated by ``sparse_margin_um``; the finer levels are then converted only in the chunks
+that touch the dilated mask (see :mod:`engine.ingest.sparse`). Unwritten chunks read as the fill
+value, white glass, in every zarr reader.
+
+Memory is bounded by ``block_px``: nothing reads a whole level-0 image. One slide is decoded by
+``cpus_per_slide`` threads (OpenSlide releases the GIL), chunk-aligned so no chunk has two writers.
 """
 
 from __future__ import annotations
@@ -26,6 +34,13 @@ from zarr.codecs import ZstdCodec
 
 from engine import __version__
 from engine.errors import BadAnnotation, NoTissue, SlideFleetError
+from engine.ingest.levels import (
+    CountingReader,
+    copy_native,
+    default_threads,
+    downsample_chain,
+    downsample_stored,
+)
 from engine.ingest.params import IngestParams
 from engine.ingest.pyramid import (
     LevelPlan,
@@ -33,10 +48,11 @@ from engine.ingest.pyramid import (
     downsample_nearest_2x,
     plan_levels,
 )
+from engine.ingest.sparse import dilate, margin_px, plan_coverage
 from engine.manifest import SlideEntry
 from engine.slides import SlideReader, open_slide, slide_content_sha256
 from engine.store import FleetLayout, atomic_directory, ngff, read_completion, write_completion
-from engine.store.writer import BackgroundWriter
+from engine.store.slide_store import COVERAGE_GROUP
 from engine.tissue import detect_tissue
 
 log = logging.getLogger(__name__)
@@ -71,10 +87,11 @@ class IngestResult:
     annotation_error: SlideFleetError | None = None
     cpu_seconds: float | None = None  # telemetry, not in the table
     peak_rss_mib: float | None = None  # telemetry: the worker process's peak RSS so far
+    decoded_megapixels: float | None = None  # telemetry: pixels decoded from the slide file
 
     def table_row(self) -> dict[str, Any]:
         row = dict(self.__dict__)
-        for telemetry_only in ("annotation_error", "cpu_seconds", "peak_rss_mib"):
+        for telemetry_only in ("annotation_error", "cpu_seconds", "peak_rss_mib", "decoded_megapixels"):
             row.pop(telemetry_only)
         return row
 
@@ -103,20 +120,6 @@ def _create_array(group: zarr.Group, name: str, shape: tuple[int, ...], chunk_px
     )
 
 
-def _copy_native_level(reader: SlideReader, array: zarr.Array, plan: LevelPlan, block_px: int) -> None:
-    assert plan.native_level is not None
-    with BackgroundWriter() as writer:
-        for y in range(0, plan.height_px, block_px):
-            for x in range(0, plan.width_px, block_px):
-                width_px = min(block_px, plan.width_px - x)
-                height_px = min(block_px, plan.height_px - y)
-                rgb = reader.read_region_rgb(
-                    round(x * plan.downsample_x), round(y * plan.downsample_y), plan.native_level, width_px, height_px
-                )
-                chw = np.ascontiguousarray(rgb.transpose(2, 0, 1))
-                writer.submit(array, (slice(None), slice(y, y + height_px), slice(x, x + width_px)), chw)
-
-
 def _downsample_level(source: zarr.Array, target: zarr.Array, out_block_px: int, *, labels: bool) -> None:
     """Fill ``target`` with a 2x downsample of ``source``, one output block at a time."""
     height_px, width_px = target.shape[-2:]
@@ -132,18 +135,75 @@ def _downsample_level(source: zarr.Array, target: zarr.Array, out_block_px: int,
                 target[:, y : y + h, x : x + w] = downsample_area_2x(block)[:, :h, :w]
 
 
-def _write_rgb_pyramid(reader: SlideReader, group: zarr.Group, levels: list[LevelPlan], params: IngestParams) -> None:
-    previous: zarr.Array | None = None
-    out_block_px = max(params.chunk_px, params.block_px // 2)
-    for plan in levels:
-        array = _create_array(group, str(plan.index), (3, plan.height_px, plan.width_px), params.chunk_px,
-                              params.zstd_level, ("c", "y", "x"), 255)
-        if plan.native_level is not None:
-            _copy_native_level(reader, array, plan, params.block_px)
-        else:
-            assert previous is not None
-            _downsample_level(previous, array, out_block_px, labels=False)
-        previous = array
+@dataclass(frozen=True)
+class PyramidOutcome:
+    """What the RGB pyramid writer did: coverage per sparse level (absent = complete)."""
+
+    tissue_plan: LevelPlan
+    coverage: dict[int, NDArray[np.bool_]]
+    margin_px: int | None
+    tissue: tuple[NDArray[np.bool_], float, float] | None  # (mask, fraction, area_mm2) if detected first
+
+
+def _write_level(reader: SlideReader, group: zarr.Group, plan: LevelPlan, previous: zarr.Array | None,
+                 params: IngestParams, threads: int, coverage: NDArray[np.bool_] | None = None) -> zarr.Array:
+    array = _create_array(group, str(plan.index), (3, plan.height_px, plan.width_px), params.chunk_px,
+                          params.zstd_level, ("c", "y", "x"), 255)
+    if plan.native_level is not None:
+        copy_native(reader, array, plan, params.block_px, params.chunk_px, threads, coverage)
+    else:
+        assert previous is not None
+        out_block_px = max(params.chunk_px, params.block_px // 2)
+        downsample_stored(previous, array, out_block_px, params.chunk_px, threads, coverage)
+    return array
+
+
+def _write_rgb_pyramid(reader: SlideReader, group: zarr.Group, levels: list[LevelPlan], params: IngestParams,
+                       threads: int) -> PyramidOutcome:
+    """Full mode: every level in order. Sparse mode: tissue level and coarser first (complete),
+    detect and dilate tissue there, then only the chunks of finer levels that touch it."""
+    mpp = (reader.info.mpp_x + reader.info.mpp_y) / 2
+    tissue_plan = _choose_tissue_level(levels, mpp, params.tissue.target_mpp)
+    if not params.sparse or tissue_plan.index == 0:
+        previous: zarr.Array | None = None
+        for plan in levels:
+            previous = _write_level(reader, group, plan, previous, params, threads)
+        return PyramidOutcome(tissue_plan, {}, None, None)
+
+    # 1. The tissue level, complete, without writing the finer levels.
+    if tissue_plan.native_level is not None:
+        previous = _write_level(reader, group, tissue_plan, None, params, threads)
+    else:
+        native = max((p for p in levels if p.native_level is not None and p.index < tissue_plan.index),
+                     key=lambda p: p.index)
+        previous = _create_array(group, str(tissue_plan.index), (3, tissue_plan.height_px, tissue_plan.width_px),
+                                 params.chunk_px, params.zstd_level, ("c", "y", "x"), 255)
+        downsample_chain(reader, previous, native, tissue_plan.index - native.index, params.block_px,
+                         params.chunk_px, threads)
+    # 2. Coarser levels, complete.
+    for plan in levels[tissue_plan.index + 1 :]:
+        previous = _write_level(reader, group, plan, previous, params, threads)
+    # 3. Tissue on the tissue level, dilated by the margin; coverage of every finer level.
+    mask, fraction, area_mm2 = _detect_tissue(group, tissue_plan, reader.info.mpp_y, reader.info.mpp_x, params)
+    level_um = mpp * (tissue_plan.downsample_x + tissue_plan.downsample_y) / 2
+    radius = margin_px(params.sparse_margin_um, level_um)
+    sparse_levels = levels[: tissue_plan.index]
+    coverage = plan_coverage(dilate(mask, radius), (tissue_plan.downsample_y, tissue_plan.downsample_x),
+                             sparse_levels, params.chunk_px)
+    # 4. Finer levels, finest first (a computed level averages the one before it).
+    previous = None
+    for plan in sparse_levels:
+        previous = _write_level(reader, group, plan, previous, params, threads, coverage[plan.index])
+    return PyramidOutcome(tissue_plan, coverage, radius, (mask, fraction, area_mm2))
+
+
+def _write_coverage(image: zarr.Group, coverage: dict[int, NDArray[np.bool_]]) -> None:
+    """``slidefleet-coverage/<level>``: one uint8 cell per chunk, 1 = written from the slide."""
+    group = image.create_group(COVERAGE_GROUP)
+    for index, grid in coverage.items():
+        array = group.create_array(str(index), shape=grid.shape, dtype="uint8", chunks=grid.shape,
+                                   dimension_names=("chunk_y", "chunk_x"), fill_value=0)
+        array[:] = grid.astype(np.uint8)
 
 
 def _label_pyramid(group: zarr.Group, base: zarr.Array, params: IngestParams, n_levels: int) -> int:
@@ -172,11 +232,9 @@ def _choose_tissue_level(levels: list[LevelPlan], mpp: float, target_mpp: float)
     return min(candidates, key=lambda p: abs(math.log(mpp * (p.downsample_x + p.downsample_y) / 2 / target_mpp)))
 
 
-def _write_tissue(image: zarr.Group, labels: zarr.Group, levels: list[LevelPlan], mpp_y: float, mpp_x: float,
-                  params: IngestParams) -> tuple[float, float]:
-    """Detect tissue on a low level, write ``labels/tissue``; return (fraction, area_mm2)."""
-    n_levels = len(levels)
-    plan = _choose_tissue_level(levels, (mpp_x + mpp_y) / 2, params.tissue.target_mpp)
+def _detect_tissue(image: zarr.Group, plan: LevelPlan, mpp_y: float, mpp_x: float,
+                   params: IngestParams) -> tuple[NDArray[np.bool_], float, float]:
+    """Tissue mask of the stored level ``plan``, its fraction and area (mm²); NoTissue if blank."""
     rgb = np.asarray(image[str(plan.index)][:]).transpose(1, 2, 0)
     level_mpp = (mpp_x * plan.downsample_x + mpp_y * plan.downsample_y) / 2
     mask = detect_tissue(rgb, level_mpp, params.tissue.to_params())
@@ -188,6 +246,15 @@ def _write_tissue(image: zarr.Group, labels: zarr.Group, levels: list[LevelPlan]
             f"{params.tissue.min_tissue_fraction:.4%}); the slide looks like blank glass. Check the file, "
             "or lower tissue.min_saturation if the staining is very pale."
         )
+    return mask, fraction, area_mm2
+
+
+def _write_tissue(image: zarr.Group, labels: zarr.Group, levels: list[LevelPlan], mpp_y: float, mpp_x: float,
+                  params: IngestParams, plan: LevelPlan,
+                  detected: tuple[NDArray[np.bool_], float, float] | None) -> tuple[float, float]:
+    """Write ``labels/tissue`` (detected on ``plan`` unless given); return (fraction, area_mm2)."""
+    n_levels = len(levels)
+    mask, fraction, area_mm2 = detected or _detect_tissue(image, plan, mpp_y, mpp_x, params)
     group = labels.create_group("tissue")
     base = _create_array(group, "0", mask.shape, params.chunk_px, params.zstd_level, ("y", "x"), 0)
     base[:] = mask.astype(np.uint8)
@@ -238,6 +305,30 @@ def _write_annotation(entry: SlideEntry, reader: SlideReader, labels: zarr.Group
     return labelled_px * (downsample * info.mpp) ** 2 / 1e6
 
 
+def _materialised_fraction(coverage: NDArray[np.bool_] | None) -> float:
+    return 1.0 if coverage is None or coverage.size == 0 else float(coverage.mean())
+
+
+def _sparse_provenance(params: IngestParams, pyramid: PyramidOutcome, mpp: float) -> dict[str, Any]:
+    """What a sparse store materialised: read by infer to refuse models the margin does not cover."""
+    plan = pyramid.tissue_plan
+    if not pyramid.coverage:
+        return {"enabled": False, "complete_levels": "all"}
+    return {
+        "enabled": True,
+        "margin_um": params.sparse_margin_um,
+        "tissue_level": str(plan.index),
+        "tissue_level_um": mpp * (plan.downsample_x + plan.downsample_y) / 2,
+        "dilation_px_at_tissue_level": pyramid.margin_px,
+        "chunk_px": params.chunk_px,
+        "coverage_group": COVERAGE_GROUP,
+        "sparse_levels": [str(index) for index in sorted(pyramid.coverage)],
+        "fill_value": 255,
+        "note": "levels listed in sparse_levels hold only the chunks set in coverage_group/<level>; the "
+                "others read as the fill value (white glass). The tissue level and coarser levels are complete.",
+    }
+
+
 def convert_slide(entry: SlideEntry, layout: FleetLayout, params: IngestParams) -> IngestResult:
     """Convert one slide (or reuse its complete, up-to-date store). Raises SlideFleetError subclasses."""
     started = time.perf_counter()
@@ -261,9 +352,15 @@ def convert_slide(entry: SlideEntry, layout: FleetLayout, params: IngestParams) 
         annotation_error: SlideFleetError | None = None
         with atomic_directory(store_path) as tmp_path:
             image = zarr.open_group(tmp_path, mode="w", zarr_format=3)
-            _write_rgb_pyramid(reader, image, levels, params)
+            threads = params.cpus_per_slide or default_threads()
+            counting = CountingReader(reader)
+            pyramid = _write_rgb_pyramid(counting, image, levels, params, threads)
             labels = image.create_group("labels")
-            tissue_fraction, tissue_area_mm2 = _write_tissue(image, labels, levels, info.mpp_y, info.mpp_x, params)
+            tissue_fraction, tissue_area_mm2 = _write_tissue(
+                image, labels, levels, info.mpp_y, info.mpp_x, params, pyramid.tissue_plan, pyramid.tissue
+            )
+            if pyramid.coverage:
+                _write_coverage(image, pyramid.coverage)
             label_names = ["tissue"]
             annotated_area_mm2: float | None = None
             if entry.annotation is not None:
@@ -316,9 +413,12 @@ def convert_slide(entry: SlideEntry, layout: FleetLayout, params: IngestParams) 
                 "native_level_downsamples": list(info.level_downsamples),
                 "levels": [
                     {"path": str(p.index), "native_level": p.native_level,
-                     "downsample_x": p.downsample_x, "downsample_y": p.downsample_y}
+                     "downsample_x": p.downsample_x, "downsample_y": p.downsample_y,
+                     "materialised_fraction": _materialised_fraction(pyramid.coverage.get(p.index))}
                     for p in levels
                 ],
+                "sparse": _sparse_provenance(params, pyramid, info.mpp),
+                "decoded_megapixels": counting.decoded_px / 1e6,
                 "orientation": "as stored (OpenSlide's frame; TIFF Orientation tags are not applied)",
                 "annotation_path": result.annotation_path,
                 "ingest_params": params.model_dump(),
@@ -326,10 +426,12 @@ def convert_slide(entry: SlideEntry, layout: FleetLayout, params: IngestParams) 
             }
             seconds = time.perf_counter() - started
             result_fields = {**result.table_row(), "seconds": seconds}
+            decoded_megapixels = counting.decoded_px / 1e6
             write_completion(
                 tmp_path,
                 {"input_key": key, "result": result_fields, "engine_version": __version__,
                  "annotation_error": None if annotation_error is None else
                  {"error_type": type(annotation_error).__name__, "message": str(annotation_error)}},
             )
-    return IngestResult(**{**result_fields, "annotation_error": annotation_error})
+    return IngestResult(**{**result_fields, "annotation_error": annotation_error,
+                           "decoded_megapixels": decoded_megapixels})

@@ -37,7 +37,7 @@ class TissueConfig(BaseModel):
 
 
 class IngestParams(BaseModel):
-    """How slides become OME-Zarr stores. Changing any field except ``block_px`` re-ingests."""
+    """How slides become OME-Zarr stores. Changing any field except ``block_px`` and ``cpus_per_slide`` re-ingests."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -48,6 +48,21 @@ class IngestParams(BaseModel):
     annotation_mpp: float = Field(2.0, gt=0, description="Resolution (µm/px) of the rasterised ground-truth label.")
     class_map: str = Field("camelyon16", description="Class-map preset that maps annotation classes to label values.")
     tissue: TissueConfig = Field(default_factory=TissueConfig)
+    sparse: bool = Field(
+        True,
+        description="Convert the levels finer than the tissue-detection level only in the chunks that touch the "
+        "tissue mask dilated by sparse_margin_um (unwritten chunks read as white glass); false writes every chunk.",
+    )
+    sparse_margin_um: float = Field(
+        320.0, ge=0,
+        description="Dilation of the tissue mask (µm) before choosing the chunks to convert. Must cover one model "
+        "tile plus its overlap (a tile of 128 px at 2 µm/px is 256 µm); infer refuses models that need more.",
+    )
+    cpus_per_slide: int | None = Field(
+        None, ge=1,
+        description="Reader threads (and Ray CPUs) per slide; default: the cluster's CPUs shared among the slides "
+        "to convert (execution only: not part of the store's key).",
+    )
 
     @model_validator(mode="after")
     def _block_is_multiple_of_chunk(self) -> IngestParams:
@@ -56,7 +71,7 @@ class IngestParams(BaseModel):
         return self
 
     def output_hash(self) -> str:
-        """Hash of everything that changes the store's content (``block_px`` does not)."""
-        payload = self.model_dump(exclude={"block_px"})
+        """Hash of everything that changes the store's content (``block_px``, ``cpus_per_slide`` do not)."""
+        payload = self.model_dump(exclude={"block_px", "cpus_per_slide"})
         canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]

@@ -6,10 +6,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import zarr
+from numpy.typing import NDArray
 
 from engine.errors import StoreIncomplete
 from engine.store.completion import read_completion
+
+COVERAGE_GROUP = "slidefleet-coverage"
+"""Group of a sparse store holding one uint8 grid per sparse level: 1 where the chunk was written."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,20 @@ class SlideStore:
 
     def label(self, name: str, level: StoredLevel) -> zarr.Array:
         return zarr.open_array(self.path / "labels" / name / level.path, mode="r")
+
+    @property
+    def sparse(self) -> dict[str, Any]:
+        """The store's sparse provenance (``{"enabled": False}`` for full stores and older ones)."""
+        meta = zarr.open_group(self.path, mode="r").attrs["slidefleet"]
+        return dict(meta.get("sparse") or {"enabled": False})
+
+    def chunk_coverage(self, level: StoredLevel) -> tuple[NDArray[np.bool_], int] | None:
+        """(grid, chunk_px) of the chunks of ``level`` written from the slide, or None if complete."""
+        sparse = self.sparse
+        if not sparse.get("enabled") or level.path not in sparse.get("sparse_levels", []):
+            return None
+        grid = np.asarray(zarr.open_array(self.path / COVERAGE_GROUP / level.path, mode="r")[:]).astype(bool)
+        return grid, int(sparse["chunk_px"])
 
     def finest_level_not_coarser_than(self, target_um: float) -> StoredLevel:
         """Coarsest image level whose pixels are at most ``target_um`` wide (level 0 if none)."""

@@ -82,6 +82,7 @@ def plan_cohort(
     mpp: float = 0.5,
     burden_cycle: Sequence[BurdenClass] = DEFAULT_BURDEN_CYCLE,
     slide_prefix: str = "synth",
+    tissue_fraction: float | None = None,
 ) -> list[SlideSpec]:
     """Specs of every slide of a cohort (geometry only, no pixels): cheap, for tests and previews.
 
@@ -110,6 +111,7 @@ def plan_cohort(
                 mpp=mpp,
                 seed=slide_seed,
                 burden_class=burden_cycle[i % len(burden_cycle)],
+                tissue_fraction=tissue_fraction,
             )
         )
     return specs
@@ -129,6 +131,7 @@ def generate_cohort(
     burden_cycle: Sequence[BurdenClass] = DEFAULT_BURDEN_CYCLE,
     slide_prefix: str = "synth",
     workers: int | None = None,
+    tissue_fraction: float | None = None,
 ) -> Path:
     """Write a synthetic cohort and return the path of its manifest.
 
@@ -158,6 +161,8 @@ def generate_cohort(
         Slide IDs are ``<prefix>_<index:03d>``.
     workers
         Render threads per slide; default: up to 2, by CPU count.
+    tissue_fraction
+        Share of each slide's area covered by tissue (± 15 %); default: random, 20–60 %.
     """
     out_dir = Path(out_dir)
     specs = plan_cohort(
@@ -168,6 +173,7 @@ def generate_cohort(
         mpp=mpp,
         burden_cycle=burden_cycle,
         slide_prefix=slide_prefix,
+        tissue_fraction=tissue_fraction,
     )
     n_workers = workers if workers is not None else min(2, os.cpu_count() or 1)
     splits = assign_splits(n_slides)

@@ -17,6 +17,9 @@ logger = logging.getLogger(__name__)
 TISSUE_COVER_RANGE = (0.2, 0.6)
 """Share of the slide area that tissue covers."""
 
+MAX_TISSUE_FRACTION = 0.8
+"""Largest tissue share a slide can be asked for (tissue keeps off a 3 % border)."""
+
 BURDEN_LIMITS: dict[BurdenClass, tuple[float, float]] = {
     "none": (0.0, 0.0),
     "micro": (0.0, 0.004),
@@ -52,6 +55,7 @@ def make_slide_spec(
     mpp: float,
     seed: int,
     burden_class: BurdenClass,
+    tissue_fraction: float | None = None,
 ) -> SlideSpec:
     """Draw a slide: tissue pieces, tumour regions of the requested burden, stain variation.
 
@@ -67,6 +71,9 @@ def make_slide_spec(
         Seed of everything random about the slide.
     burden_class
         One of none, micro (< 0.4 % of tissue), small (0.4–2 %), macro (> 2 %).
+    tissue_fraction
+        Share of the slide area tissue should cover (within ±15 % of it); default: a random
+        share in 20–60 %.
     """
     if burden_class not in BURDEN_CLASSES:
         raise ConfigError(f"burden_class must be one of {BURDEN_CLASSES}, got {burden_class!r}")
@@ -74,10 +81,12 @@ def make_slide_spec(
         raise ConfigError(f"slide must be at least 64 x 64 px, got {width_px} x {height_px}")
     if not mpp > 0:
         raise ConfigError(f"mpp must be positive, got {mpp}")
+    if tissue_fraction is not None and not 0.01 <= tissue_fraction <= MAX_TISSUE_FRACTION:
+        raise ConfigError(f"tissue_fraction must be in [0.01, {MAX_TISSUE_FRACTION}], got {tissue_fraction}")
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x51DE]))
     stain = StainParams.sample(rng)
     texture_seed = int(rng.integers(0, 2**62))
-    tissue = _tissue(rng, width_px, height_px)
+    tissue = _tissue(rng, width_px, height_px, tissue_fraction)
     tumour = _tumour(rng, tissue, burden_class)
     return SlideSpec(
         slide_id=slide_id,
@@ -92,12 +101,17 @@ def make_slide_spec(
     )
 
 
-def _tissue(rng: np.random.Generator, width_px: int, height_px: int) -> MultiPolygon:
-    """A few irregular tissue pieces covering 20–60 % of the slide, kept off its border."""
+def _tissue(rng: np.random.Generator, width_px: int, height_px: int,
+            fraction: float | None = None) -> MultiPolygon:
+    """A few irregular tissue pieces covering 20–60 % of the slide (or ``fraction`` ± 15 %), kept
+    off its border."""
     margin = 0.03 * min(width_px, height_px)
     frame = box(margin, margin, width_px - margin, height_px - margin)
     slide_area = float(width_px * height_px)
-    target = rng.uniform(0.28, 0.5)
+    target = rng.uniform(0.28, 0.5)  # drawn even when fixed, so other draws stay as they were
+    accept = TISSUE_COVER_RANGE
+    if fraction is not None:
+        target, accept = fraction, (0.85 * fraction, 1.15 * fraction)
     n_pieces = int(rng.integers(1, 5))
     weights = rng.dirichlet(np.full(n_pieces, 2.0))
     scale = 1.0
@@ -113,13 +127,13 @@ def _tissue(rng: np.random.Generator, width_px: int, height_px: int) -> MultiPol
             pieces.append(random_blob(rng, (cx, cy), radius, aspect=aspect, roughness=0.22))
         tissue = as_clean_multipolygon(shapely.intersection(shapely.union_all(pieces), frame))
         cover = tissue.area / slide_area
-        if TISSUE_COVER_RANGE[0] <= cover <= TISSUE_COVER_RANGE[1]:
+        if accept[0] <= cover <= accept[1]:
             return tissue
         best = tissue
         scale *= float(np.sqrt(target / max(cover, 1e-3)))
     assert best is not None
     logger.warning(
-        "tissue cover %.2f outside %s after retries", best.area / slide_area, TISSUE_COVER_RANGE
+        "tissue cover %.2f outside %s after retries", best.area / slide_area, accept
     )
     return best
 

@@ -1,0 +1,167 @@
+"""Writing pyramid levels in parallel: regions read from OpenSlide or averaged from a finer level.
+
+Every region handed to a thread is aligned to the array's chunks, so no two threads ever write
+the same chunk (a partial chunk write is a read-modify-write). OpenSlide's ``read_region`` and
+zstd both release the GIL, so ``threads`` regions decode and compress at once; at most
+``2 x threads`` regions are in flight, which bounds memory by the block size, not the slide size.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import numpy as np
+import zarr
+from numpy.typing import NDArray
+
+from engine.ingest.pyramid import LevelPlan, downsample_area_2x
+from engine.ingest.sparse import covered_runs
+from engine.slides import SlideReader
+
+Region = tuple[int, int, int, int]  # (y0, y1, x0, x1) in level px
+
+
+def default_threads() -> int:
+    """CPUs this process may use: Ray's assignment inside a Ray task, else the CPU affinity."""
+    try:
+        import ray
+
+        if ray.is_initialized():
+            assigned = ray.get_runtime_context().get_assigned_resources().get("CPU")
+            if assigned:
+                return max(1, int(assigned))
+    except Exception:  # noqa: BLE001 - outside a Ray worker there is no assignment to read
+        pass
+    return max(1, len(os.sched_getaffinity(0)))
+
+
+class CountingReader:
+    """Wraps a reader and counts the pixels decoded (thread-safe), for provenance and benchmarks."""
+
+    def __init__(self, reader: SlideReader) -> None:
+        self._reader = reader
+        self.info = reader.info
+        self._lock = threading.Lock()
+        self.decoded_px = 0
+
+    def read_region_rgb(self, x_level0_px: int, y_level0_px: int, level: int, width_px: int,
+                        height_px: int) -> NDArray[np.uint8]:
+        rgb = self._reader.read_region_rgb(x_level0_px, y_level0_px, level, width_px, height_px)
+        with self._lock:
+            self.decoded_px += width_px * height_px
+        return rgb
+
+
+def run_bounded(work: Callable[[Region], None], regions: Iterable[Region], threads: int) -> None:
+    """Run ``work`` on every region with ``threads`` threads and at most ``2 x threads`` queued."""
+    if threads <= 1:
+        for region in regions:
+            work(region)
+        return
+    pending: deque[Future[None]] = deque()
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ingest") as pool:
+        try:
+            for region in regions:
+                while len(pending) >= 2 * threads:
+                    pending.popleft().result()
+                pending.append(pool.submit(work, region))
+            while pending:
+                pending.popleft().result()
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
+
+
+def regions(height_px: int, width_px: int, block_px: int, chunk_px: int,
+            coverage: NDArray[np.bool_] | None) -> Iterator[Region]:
+    """Chunk-aligned regions of at most ``block_px``² covering the level, or only its covered chunks.
+
+    A block whose chunks are all covered is one region; otherwise each chunk row of the block
+    contributes its runs of covered chunks.
+    """
+    per_block = block_px // chunk_px
+    for by in range(0, height_px, block_px):
+        for bx in range(0, width_px, block_px):
+            y1, x1 = min(by + block_px, height_px), min(bx + block_px, width_px)
+            if coverage is None:
+                yield by, y1, bx, x1
+                continue
+            cy0, cx0 = by // chunk_px, bx // chunk_px
+            cells = coverage[cy0 : cy0 + per_block, cx0 : cx0 + per_block]
+            if not cells.any():
+                continue
+            if cells.all():
+                yield by, y1, bx, x1
+                continue
+            for row_index, row in enumerate(cells):
+                ry0 = by + row_index * chunk_px
+                ry1 = min(ry0 + chunk_px, height_px)
+                for c0, c1 in covered_runs(row):
+                    yield ry0, ry1, bx + c0 * chunk_px, min(bx + c1 * chunk_px, width_px)
+
+
+def copy_native(reader: SlideReader, array: zarr.Array, plan: LevelPlan, block_px: int, chunk_px: int,
+                threads: int, coverage: NDArray[np.bool_] | None = None) -> None:
+    """Copy a native OpenSlide level verbatim (all of it, or its covered chunks)."""
+    assert plan.native_level is not None
+    native = plan.native_level
+
+    def work(region: Region) -> None:
+        y0, y1, x0, x1 = region
+        rgb = reader.read_region_rgb(round(x0 * plan.downsample_x), round(y0 * plan.downsample_y), native,
+                                     x1 - x0, y1 - y0)
+        array[:, y0:y1, x0:x1] = np.ascontiguousarray(rgb.transpose(2, 0, 1))
+
+    run_bounded(work, regions(plan.height_px, plan.width_px, block_px, chunk_px, coverage), threads)
+
+
+def downsample_stored(source: zarr.Array, target: zarr.Array, block_px: int, chunk_px: int, threads: int,
+                      coverage: NDArray[np.bool_] | None = None) -> None:
+    """Fill ``target`` (all of it, or its covered chunks) with the 2x2 area mean of ``source``."""
+    height_px, width_px = target.shape[-2:]
+
+    def work(region: Region) -> None:
+        y0, y1, x0, x1 = region
+        block = np.asarray(source[:, 2 * y0 : 2 * y1, 2 * x0 : 2 * x1])
+        target[:, y0:y1, x0:x1] = downsample_area_2x(block)[:, : y1 - y0, : x1 - x0]
+
+    run_bounded(work, regions(height_px, width_px, block_px, chunk_px, coverage), threads)
+
+
+def downsample_chain(reader: SlideReader, target: zarr.Array, native: LevelPlan, steps: int, block_px: int,
+                     chunk_px: int, threads: int) -> None:
+    """Fill ``target`` with ``steps`` successive 2x2 area means of a native level, never storing the
+    levels in between.
+
+    Gives the same pixels as averaging level by level: each native sub-block is a multiple of
+    ``2**steps`` px, so every intermediate block has even sides except at the image's own edge,
+    where the full computation pads by replication too.
+    """
+    assert native.native_level is not None and steps >= 1
+    height_px, width_px = target.shape[-2:]
+    factor = 2**steps
+    sub_out = max(1, block_px // factor)
+
+    def work(region: Region) -> None:
+        y0, y1, x0, x1 = region
+        out = np.empty((3, y1 - y0, x1 - x0), np.uint8)
+        for sy in range(y0, y1, sub_out):
+            for sx in range(x0, x1, sub_out):
+                ey, ex = min(sy + sub_out, y1), min(sx + sub_out, x1)
+                ny0, nx0 = sy * factor, sx * factor
+                ny1, nx1 = min(ey * factor, native.height_px), min(ex * factor, native.width_px)
+                rgb = reader.read_region_rgb(round(nx0 * native.downsample_x), round(ny0 * native.downsample_y),
+                                             native.native_level, nx1 - nx0, ny1 - ny0)
+                block = np.ascontiguousarray(rgb.transpose(2, 0, 1))
+                for _ in range(steps):
+                    block = downsample_area_2x(block)
+                out[:, sy - y0 : ey - y0, sx - x0 : ex - x0] = block[:, : ey - sy, : ex - sx]
+        target[:, y0:y1, x0:x1] = out
+
+    run_bounded(work, regions(height_px, width_px, max(block_px // factor, chunk_px) // chunk_px * chunk_px,
+                              chunk_px, None), threads)
