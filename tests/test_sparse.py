@@ -92,9 +92,10 @@ def test_sparse_store_records_its_coverage_margin_and_complete_levels(stores) ->
     meta = sparse.attrs["slidefleet"]
     provenance = meta["sparse"]
     assert provenance["enabled"] and provenance["margin_um"] == 160.0
-    tissue_level = provenance["tissue_level"]
-    paths = [level["path"] for level in meta["levels"]]
-    assert provenance["sparse_levels"] == paths[: paths.index(tissue_level)]
+    tissue_level = int(provenance["tissue_level"])
+    finer = [level["path"] for index, level in enumerate(meta["levels"])
+             if index < tissue_level and meta["mpp_x"] * level["downsample_x"] < provenance["complete_from_um"] * 0.99]
+    assert provenance["sparse_levels"] == finer and finer
     for level in meta["levels"]:
         path = level["path"]
         if path in provenance["sparse_levels"]:
@@ -139,6 +140,15 @@ def test_a_level_computed_without_storing_the_levels_in_between_equals_the_full_
     tissue_level = sparse.attrs["slidefleet"]["sparse"]["tissue_level"]
     assert tissue_level != "0" and sparse.attrs["slidefleet"]["levels"][int(tissue_level)]["native_level"] is None
     np.testing.assert_array_equal(sparse[tissue_level][:], full[tissue_level][:])
+    # Level 0 was decoded once for that, kept, then pruned to the chunks touching tissue.
+    assert sparse.attrs["slidefleet"]["decoded_megapixels"] == full.attrs["slidefleet"]["decoded_megapixels"]
+    level0, full0 = np.asarray(sparse["0"][:]), np.asarray(full["0"][:])
+    written = _written_px(sparse, "0", level0.shape[1:], sparse["0"].chunks[-1])
+    assert 0 < written.mean() < 1
+    np.testing.assert_array_equal(level0[:, written], full0[:, written])
+    assert (level0[:, ~written] == 255).all()
+    stored = [p for p in (Path(sparse.store.root) / "0" / "c").rglob("*") if p.is_file()]
+    assert len(stored) <= int(np.asarray(sparse[f"{COVERAGE_GROUP}/0"][:]).sum())
 
 
 def _manifest(folder: Path, slide: Path) -> Path:
@@ -190,3 +200,31 @@ def test_a_model_wider_than_the_margin_is_refused_with_the_margin_it_needs(store
     assert "sparse_margin_um" in failure.message and "528" in failure.message
     report = infer(full_root, register(full_root, Darkness(), wide).ref, progress=False)
     assert not report.failures and report.scored
+
+
+def test_compact_jpeg_mode_is_smaller_close_to_the_slide_and_readable_in_a_fresh_process(stores, tmp_path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    sparse_root, _, slide_path = stores
+    (entry,) = read_manifest(slide_path.parent.parent / "manifest.csv").entries
+    result = convert_slide(entry, FleetLayout(tmp_path), SPARSE.model_copy(update={"codec": "jpeg"}))
+    assert SPARSE.model_copy(update={"codec": "jpeg"}).output_hash() != SPARSE.output_hash()
+    meta = json.loads((Path(result.store_path) / "0" / "zarr.json").read_text())
+    assert meta["codecs"][0]["name"] == "slidefleet.jpeg"
+    code = ("import sys, numpy as np, zarr, engine.store; "
+            "print(np.asarray(zarr.open_array(sys.argv[1], mode='r')[:]).astype(np.int64).sum())")
+    total = subprocess.run([sys.executable, "-c", code, str(Path(result.store_path) / "0")],
+                           check=True, capture_output=True, text=True).stdout
+    group = zarr.open_group(result.store_path, mode="r")
+    level0 = np.asarray(group["0"][:])
+    assert int(total) == level0.astype(np.int64).sum()
+    written = _written_px(group, "0", level0.shape[1:], SPARSE.chunk_px)
+    lossless = np.asarray(_store(sparse_root)["0"][:])
+    error = np.abs(level0[:, written].astype(np.int16) - lossless[:, written]).mean()
+    assert 0 < error < 3.0
+    jpeg_bytes = sum(p.stat().st_size for p in (Path(result.store_path) / "0").rglob("*") if p.is_file())
+    (lossless_store,) = (sparse_root / "slides").glob("*.ome.zarr")
+    zstd_bytes = sum(p.stat().st_size for p in (lossless_store / "0").rglob("*") if p.is_file())
+    assert jpeg_bytes < zstd_bytes / 2

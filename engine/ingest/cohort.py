@@ -63,6 +63,17 @@ def _convert_or_fail(entry: SlideEntry, layout: FleetLayout, params: IngestParam
 _convert_task = ray.remote(num_cpus=1, max_retries=1)(_convert_or_fail)
 
 
+def cpus_per_slide(params: IngestParams, n_slides: int) -> int:
+    """CPUs (and reader threads) each slide's task gets: the configured number, or the cluster's
+    CPUs shared among the slides, never more than are free now (a task asking for more CPUs than
+    other actors leave would wait forever)."""
+    if params.cpus_per_slide is not None:
+        return params.cpus_per_slide
+    total = int(ray.cluster_resources().get("CPU", 1))
+    free = int(ray.available_resources().get("CPU", 0))
+    return max(1, min(total // max(1, n_slides), free))
+
+
 def ingest(
     manifest: Path | str,
     root: Path | str,
@@ -92,7 +103,10 @@ def ingest(
 
     if entries:
         ensure_ray(address, num_cpus=num_cpus)
-        pending = {_convert_task.remote(e, layout, params): e for e in entries}
+        cpus = cpus_per_slide(params, len(entries))
+        task = _convert_task.options(num_cpus=cpus)
+        task_params = params.model_copy(update={"cpus_per_slide": cpus})
+        pending = {task.remote(e, layout, task_params): e for e in entries}
         with tqdm(total=len(entries), desc="ingest", unit="slide", disable=not progress) as bar:
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)

@@ -40,6 +40,7 @@ from engine.ingest.levels import (
     default_threads,
     downsample_chain,
     downsample_stored,
+    prune,
 )
 from engine.ingest.params import IngestParams
 from engine.ingest.pyramid import (
@@ -52,6 +53,7 @@ from engine.ingest.sparse import dilate, margin_px, plan_coverage
 from engine.manifest import SlideEntry
 from engine.slides import SlideReader, open_slide, slide_content_sha256
 from engine.store import FleetLayout, atomic_directory, ngff, read_completion, write_completion
+from engine.store.jpeg_codec import JpegCodec
 from engine.store.slide_store import COVERAGE_GROUP
 from engine.tissue import detect_tissue
 
@@ -107,17 +109,27 @@ def input_key(entry: SlideEntry, params: IngestParams) -> dict[str, Any]:
 
 
 def _create_array(group: zarr.Group, name: str, shape: tuple[int, ...], chunk_px: int, zstd_level: int,
-                  dimension_names: tuple[str, ...], fill_value: int) -> zarr.Array:
+                  dimension_names: tuple[str, ...], fill_value: int, *, jpeg_quality: int | None = None) -> zarr.Array:
+    """A uint8 array: lossless zstd, or one JPEG per (3, y, x) chunk when ``jpeg_quality`` is given."""
     chunks = (shape[0], chunk_px, chunk_px) if len(shape) == 3 else (chunk_px, chunk_px)
+    codecs: dict[str, Any] = {"compressors": [ZstdCodec(level=zstd_level)]}
+    if jpeg_quality is not None:
+        codecs = {"serializer": JpegCodec(quality=jpeg_quality), "compressors": None}
     return group.create_array(
         name,
         shape=shape,
         dtype="uint8",
         chunks=chunks,
-        compressors=[ZstdCodec(level=zstd_level)],
         dimension_names=dimension_names,
         fill_value=fill_value,
+        **codecs,
     )
+
+
+def _create_rgb_array(group: zarr.Group, plan: LevelPlan, params: IngestParams) -> zarr.Array:
+    return _create_array(group, str(plan.index), (3, plan.height_px, plan.width_px), params.chunk_px,
+                         params.zstd_level, ("c", "y", "x"), 255,
+                         jpeg_quality=params.jpeg_quality if params.codec == "jpeg" else None)
 
 
 def _downsample_level(source: zarr.Array, target: zarr.Array, out_block_px: int, *, labels: bool) -> None:
@@ -147,8 +159,7 @@ class PyramidOutcome:
 
 def _write_level(reader: SlideReader, group: zarr.Group, plan: LevelPlan, previous: zarr.Array | None,
                  params: IngestParams, threads: int, coverage: NDArray[np.bool_] | None = None) -> zarr.Array:
-    array = _create_array(group, str(plan.index), (3, plan.height_px, plan.width_px), params.chunk_px,
-                          params.zstd_level, ("c", "y", "x"), 255)
+    array = _create_rgb_array(group, plan, params)
     if plan.native_level is not None:
         copy_native(reader, array, plan, params.block_px, params.chunk_px, threads, coverage)
     else:
@@ -160,41 +171,59 @@ def _write_level(reader: SlideReader, group: zarr.Group, plan: LevelPlan, previo
 
 def _write_rgb_pyramid(reader: SlideReader, group: zarr.Group, levels: list[LevelPlan], params: IngestParams,
                        threads: int) -> PyramidOutcome:
-    """Full mode: every level in order. Sparse mode: tissue level and coarser first (complete),
-    detect and dilate tissue there, then only the chunks of finer levels that touch it."""
+    """Full mode: every level in order. Sparse mode: the tissue level, the levels at least
+    ``sparse_complete_um`` coarse and everything coarser first (complete), detect and dilate
+    tissue on the tissue level, then only the chunks of finer levels that touch it."""
     mpp = (reader.info.mpp_x + reader.info.mpp_y) / 2
     tissue_plan = _choose_tissue_level(levels, mpp, params.tissue.target_mpp)
-    if not params.sparse or tissue_plan.index == 0:
+    if not params.sparse or _first_complete_level(levels, mpp, tissue_plan, params.sparse_complete_um).index == 0:
         previous: zarr.Array | None = None
         for plan in levels:
             previous = _write_level(reader, group, plan, previous, params, threads)
         return PyramidOutcome(tissue_plan, {}, None, None)
 
-    # 1. The tissue level, complete, without writing the finer levels.
-    if tissue_plan.native_level is not None:
-        previous = _write_level(reader, group, tissue_plan, None, params, threads)
+    # 1. The finest complete level (the tissue level, or a finer one at least sparse_complete_um
+    #    coarse), without writing the levels finer than it.
+    first = _first_complete_level(levels, mpp, tissue_plan, params.sparse_complete_um)
+    decoded_native: zarr.Array | None = None
+    native = first
+    if first.native_level is not None:
+        previous = _write_level(reader, group, first, None, params, threads)
     else:
-        native = max((p for p in levels if p.native_level is not None and p.index < tissue_plan.index),
+        native = max((p for p in levels if p.native_level is not None and p.index < first.index),
                      key=lambda p: p.index)
-        previous = _create_array(group, str(tissue_plan.index), (3, tissue_plan.height_px, tissue_plan.width_px),
-                                 params.chunk_px, params.zstd_level, ("c", "y", "x"), 255)
-        downsample_chain(reader, previous, native, tissue_plan.index - native.index, params.block_px,
-                         params.chunk_px, threads)
+        previous = _create_rgb_array(group, first, params)
+        # The native level is decoded in full for this anyway: keep it, prune it once the mask exists.
+        decoded_native = _create_rgb_array(group, native, params)
+        downsample_chain(reader, previous, native, first.index - native.index, params.block_px,
+                         params.chunk_px, threads, native_target=decoded_native)
     # 2. Coarser levels, complete.
-    for plan in levels[tissue_plan.index + 1 :]:
+    for plan in levels[first.index + 1 :]:
         previous = _write_level(reader, group, plan, previous, params, threads)
     # 3. Tissue on the tissue level, dilated by the margin; coverage of every finer level.
     mask, fraction, area_mm2 = _detect_tissue(group, tissue_plan, reader.info.mpp_y, reader.info.mpp_x, params)
     level_um = mpp * (tissue_plan.downsample_x + tissue_plan.downsample_y) / 2
     radius = margin_px(params.sparse_margin_um, level_um)
-    sparse_levels = levels[: tissue_plan.index]
+    sparse_levels = levels[: first.index]
     coverage = plan_coverage(dilate(mask, radius), (tissue_plan.downsample_y, tissue_plan.downsample_x),
                              sparse_levels, params.chunk_px)
     # 4. Finer levels, finest first (a computed level averages the one before it).
     previous = None
     for plan in sparse_levels:
-        previous = _write_level(reader, group, plan, previous, params, threads, coverage[plan.index])
+        if decoded_native is not None and plan.index == native.index:
+            prune(decoded_native, params.chunk_px, coverage[plan.index], threads)
+            previous = decoded_native
+        else:
+            previous = _write_level(reader, group, plan, previous, params, threads, coverage[plan.index])
     return PyramidOutcome(tissue_plan, coverage, radius, (mask, fraction, area_mm2))
+
+
+def _first_complete_level(levels: list[LevelPlan], mpp: float, tissue_plan: LevelPlan,
+                          complete_um: float) -> LevelPlan:
+    """The finest level a sparse store writes complete: the tissue level or a finer one whose
+    pixels are at least ``complete_um`` wide."""
+    coarse_enough = [p for p in levels if mpp * min(p.downsample_x, p.downsample_y) >= complete_um * 0.99]
+    return min([tissue_plan, *coarse_enough], key=lambda p: p.index)
 
 
 def _write_coverage(image: zarr.Group, coverage: dict[int, NDArray[np.bool_]]) -> None:
@@ -319,13 +348,14 @@ def _sparse_provenance(params: IngestParams, pyramid: PyramidOutcome, mpp: float
         "margin_um": params.sparse_margin_um,
         "tissue_level": str(plan.index),
         "tissue_level_um": mpp * (plan.downsample_x + plan.downsample_y) / 2,
+        "complete_from_um": params.sparse_complete_um,
         "dilation_px_at_tissue_level": pyramid.margin_px,
         "chunk_px": params.chunk_px,
         "coverage_group": COVERAGE_GROUP,
         "sparse_levels": [str(index) for index in sorted(pyramid.coverage)],
         "fill_value": 255,
         "note": "levels listed in sparse_levels hold only the chunks set in coverage_group/<level>; the "
-                "others read as the fill value (white glass). The tissue level and coarser levels are complete.",
+                "others read as the fill value (white glass). The other levels are complete.",
     }
 
 

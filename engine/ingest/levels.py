@@ -134,13 +134,15 @@ def downsample_stored(source: zarr.Array, target: zarr.Array, block_px: int, chu
 
 
 def downsample_chain(reader: SlideReader, target: zarr.Array, native: LevelPlan, steps: int, block_px: int,
-                     chunk_px: int, threads: int) -> None:
+                     chunk_px: int, threads: int, native_target: zarr.Array | None = None) -> None:
     """Fill ``target`` with ``steps`` successive 2x2 area means of a native level, never storing the
     levels in between.
 
     Gives the same pixels as averaging level by level: each native sub-block is a multiple of
     ``2**steps`` px, so every intermediate block has even sides except at the image's own edge,
-    where the full computation pads by replication too.
+    where the full computation pads by replication too. With ``native_target``, the decoded
+    native pixels are written there as well (sub-blocks are chunk-aligned), so a level that is
+    needed anyway is decoded once; :func:`prune` then drops its chunks that are not wanted.
     """
     assert native.native_level is not None and steps >= 1
     height_px, width_px = target.shape[-2:]
@@ -158,6 +160,8 @@ def downsample_chain(reader: SlideReader, target: zarr.Array, native: LevelPlan,
                 rgb = reader.read_region_rgb(round(nx0 * native.downsample_x), round(ny0 * native.downsample_y),
                                              native.native_level, nx1 - nx0, ny1 - ny0)
                 block = np.ascontiguousarray(rgb.transpose(2, 0, 1))
+                if native_target is not None:
+                    native_target[:, ny0:ny1, nx0:nx1] = block
                 for _ in range(steps):
                     block = downsample_area_2x(block)
                 out[:, sy - y0 : ey - y0, sx - x0 : ex - x0] = block[:, : ey - sy, : ex - sx]
@@ -165,3 +169,19 @@ def downsample_chain(reader: SlideReader, target: zarr.Array, native: LevelPlan,
 
     run_bounded(work, regions(height_px, width_px, max(block_px // factor, chunk_px) // chunk_px * chunk_px,
                               chunk_px, None), threads)
+
+
+def prune(array: zarr.Array, chunk_px: int, coverage: NDArray[np.bool_], threads: int) -> None:
+    """Drop every chunk of ``array`` not set in ``coverage``: it then reads as the fill value.
+
+    Writing a whole chunk equal to the fill value deletes its stored object (zarr's default
+    ``write_empty_chunks=False``), so the store ends exactly as if it had never been written.
+    """
+    height_px, width_px = array.shape[-2:]
+    fill = array.fill_value
+
+    def work(region: Region) -> None:
+        y0, y1, x0, x1 = region
+        array[:, y0:y1, x0:x1] = np.full((array.shape[0], y1 - y0, x1 - x0), fill, array.dtype)
+
+    run_bounded(work, regions(height_px, width_px, chunk_px, chunk_px, ~coverage), threads)

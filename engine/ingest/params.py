@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -43,6 +44,12 @@ class IngestParams(BaseModel):
 
     chunk_px: int = Field(512, ge=64, le=4096, description="Chunk side of the RGB pyramid arrays (measured: see README).")
     zstd_level: int = Field(1, ge=1, le=22, description="Zstandard level of the lossless RGB chunks.")
+    codec: Literal["zstd", "jpeg"] = Field(
+        "zstd",
+        description="RGB chunk codec: lossless zstd (default, level 0 byte-exact, readable by every zarr reader) or "
+        "the compact 'jpeg' mode (one JPEG per chunk via the slidefleet.jpeg zarr codec, which readers need).",
+    )
+    jpeg_quality: int = Field(90, ge=1, le=100, description="JPEG quality of the compact codec (4:4:4 chroma).")
     block_px: int = Field(2048, ge=64, description="Side of the region read from OpenSlide at once (memory, not output).")
     min_level_px: int = Field(512, ge=16, description="Pyramid levels are added (2x) until the longer side is at most this.")
     annotation_mpp: float = Field(2.0, gt=0, description="Resolution (µm/px) of the rasterised ground-truth label.")
@@ -57,6 +64,11 @@ class IngestParams(BaseModel):
         320.0, ge=0,
         description="Dilation of the tissue mask (µm) before choosing the chunks to convert. Must cover one model "
         "tile plus its overlap (a tile of 128 px at 2 µm/px is 256 µm); infer refuses models that need more.",
+    )
+    sparse_complete_um: float = Field(
+        4.0, gt=0,
+        description="Levels at least this coarse (µm/px), and the tissue-detection level, are written complete in "
+        "sparse stores (thumbnails, views and QC read them).",
     )
     cpus_per_slide: int | None = Field(
         None, ge=1,
@@ -73,5 +85,7 @@ class IngestParams(BaseModel):
     def output_hash(self) -> str:
         """Hash of everything that changes the store's content (``block_px``, ``cpus_per_slide`` do not)."""
         payload = self.model_dump(exclude={"block_px", "cpus_per_slide"})
+        if self.codec != "jpeg":
+            payload.pop("jpeg_quality")  # no effect on a lossless store
         canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
