@@ -28,6 +28,7 @@ PURE_MODULES = [
     "engine.tissue",
     "engine.infer.plan",
     "engine.ingest.pyramid",
+    "engine.ingest.sparse",
     "engine.splits",
     "engine.annotations.rasterise",
     "engine.qc.slide_quality",
