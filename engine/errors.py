@@ -33,6 +33,14 @@ class SlideNotFound(SlideUnreadable, FileNotFoundError):
     """The slide file named in the manifest does not exist."""
 
 
+class NotARegularFile(SlideUnreadable):
+    """The manifest names a folder, device, pipe, socket or symlink loop instead of a file."""
+
+
+class InputTooLarge(SlideUnreadable):
+    """A slide or annotation file is larger than any real one: refused before it is read."""
+
+
 class MissingMpp(SlideFleetError, ValueError):
     """The slide has no trustworthy microns-per-pixel and the manifest gives no override."""
 

@@ -52,6 +52,7 @@ from engine.ingest.pyramid import (
 from engine.ingest.sparse import dilate, margin_px, plan_coverage
 from engine.manifest import SlideEntry
 from engine.slides import SlideReader, open_slide, slide_content_sha256
+from engine.slides.hashing import HashCache, check_input_file
 from engine.store import FleetLayout, atomic_directory, ngff, read_completion, write_completion
 from engine.store.jpeg_codec import JpegCodec
 from engine.store.slide_store import COVERAGE_GROUP
@@ -98,11 +99,25 @@ class IngestResult:
         return row
 
 
-def input_key(entry: SlideEntry, params: IngestParams) -> dict[str, Any]:
-    """Everything that decides a store's content: if it matches the record, the store is reused."""
+def _annotation_sha256(entry: SlideEntry, cache: HashCache | None) -> str | None:
+    """The annotation's hash, or None when it is missing or not a usable file (a BadAnnotation later)."""
+    if entry.annotation is None:
+        return None
+    try:
+        return slide_content_sha256(entry.annotation, cache=cache, what="annotation")
+    except SlideFleetError:
+        return None
+
+
+def input_key(entry: SlideEntry, params: IngestParams, *, cache: HashCache | None = None) -> dict[str, Any]:
+    """Everything that decides a store's content: if it matches the record, the store is reused.
+
+    Raises :class:`~engine.errors.SlideUnreadable` subclasses, without reading a byte, when the
+    slide path is not a regular file (see :func:`~engine.slides.hashing.check_input_file`).
+    """
     return {
-        "source_sha256": slide_content_sha256(entry.path),
-        "annotation_sha256": slide_content_sha256(entry.annotation) if entry.annotation and entry.annotation.exists() else None,
+        "source_sha256": slide_content_sha256(entry.path, cache=cache),
+        "annotation_sha256": _annotation_sha256(entry, cache),
         "mpp_override": entry.mpp_override,
         "params_hash": params.output_hash(),
     }
@@ -304,8 +319,10 @@ def _write_annotation(entry: SlideEntry, reader: SlideReader, labels: zarr.Group
 
     info = reader.info
     assert entry.annotation is not None
-    if not entry.annotation.exists():
-        raise BadAnnotation(f"{entry.annotation}: annotation file not found.")
+    try:
+        check_input_file(entry.annotation, what="annotation")
+    except SlideFleetError as exc:
+        raise BadAnnotation(str(exc)) from exc
     class_map = class_map_preset(params.class_map)
     annotation = load_annotation(
         entry.annotation, class_map, slide_width_px=info.width_px, slide_height_px=info.height_px
@@ -363,11 +380,8 @@ def convert_slide(entry: SlideEntry, layout: FleetLayout, params: IngestParams) 
     """Convert one slide (or reuse its complete, up-to-date store). Raises SlideFleetError subclasses."""
     started = time.perf_counter()
     store_path = layout.slide_store(entry.slide_id)
-    if not entry.path.exists():
-        from engine.errors import SlideNotFound
-
-        raise SlideNotFound(f"{entry.path}: slide file not found (slide_id {entry.slide_id}).")
-    key = input_key(entry, params)
+    check_input_file(entry.path)  # a folder, device, FIFO, socket or symlink loop: refused at once
+    key = input_key(entry, params, cache=HashCache(layout.hash_cache))
     record = read_completion(store_path)
     if record is not None and record.get("input_key") == key:
         previous_error = record.get("annotation_error")

@@ -35,6 +35,7 @@ from engine.operate.pipeline import (
 from engine.operate.telemetry import RunRecord
 from engine.qc.gate import excluded_slides
 from engine.runs import new_run_id
+from engine.slides.hashing import HashCache, check_input_file
 from engine.store import FleetLayout, read_completion
 from engine.store.slide_store import SlideStore
 
@@ -50,6 +51,7 @@ class ReprocessPlan:
     post: dict[str, str] = field(default_factory=dict)  # model ref -> reason
     model_ids: dict[str, str] = field(default_factory=dict)
     up_to_date_slides: int = 0
+    refused: dict[str, str] = field(default_factory=dict)  # slide_id -> why its input is unusable
 
     @property
     def is_empty(self) -> bool:
@@ -62,6 +64,9 @@ class ReprocessPlan:
             lines += [f"  {slide_id}: {reason}" for slide_id, reason in sorted(self.ingest.items())]
         else:
             lines.append(f"ingest: nothing stale ({self.up_to_date_slides} slide stores up to date)")
+        if self.refused:
+            lines.append(f"refused (input not usable, fix the manifest): {len(self.refused)} slide(s)")
+            lines += [f"  {slide_id}: {reason}" for slide_id, reason in sorted(self.refused.items())]
         for ref, model_id in self.model_ids.items():
             stale = self.infer.get(ref, {})
             lines.append(f"infer {ref} (model_id {model_id}): {len(stale)} slide(s)" if stale
@@ -80,12 +85,17 @@ def plan_reprocess(root: Path | str, config: JobConfig | None = None) -> Reproce
     plan = ReprocessPlan()
     assert job.manifest is not None
     entries = read_manifest(job.manifest).entries
+    hash_cache = HashCache(layout.hash_cache)
     for entry in entries:
         store_path = layout.slide_store(entry.slide_id)
         record = read_completion(store_path)
-        if not entry.path.exists():
-            continue  # it fails ingest with SlideNotFound whenever it runs; nothing to recompute
-        key = input_key(entry, job.ingest)
+        try:  # checked before any hashing: a FIFO or /dev/zero must not hang the plan
+            check_input_file(entry.path)
+            key = input_key(entry, job.ingest, cache=hash_cache)
+        except SlideFleetError as exc:
+            # It fails ingest with the same error whenever it runs; nothing to recompute.
+            plan.refused[entry.slide_id] = f"{type(exc).__name__}: {exc}"
+            continue
         if record is None:
             plan.ingest[entry.slide_id] = "not ingested yet (or its last attempt failed)"
         elif record.get("input_key") != key:

@@ -42,6 +42,11 @@ class FleetLayout:
     def views_dir(self) -> Path:
         return self.root / "views"
 
+    @property
+    def hash_cache(self) -> Path:
+        """Content hashes of input files keyed by (path, size, mtime_ns, inode)."""
+        return self.root / "cache" / "content-hashes.json"
+
     def _inside(self, path: Path, slide_id: str) -> Path:
         resolved = path.resolve()
         if not resolved.is_relative_to(self.root):
