@@ -10,6 +10,11 @@ from pathlib import Path
 
 from engine import __version__
 
+# Exit codes: 0 done (slide failures are rows of tables/failures), 1 --strict and some slide
+# failed, 2 a usage or input error (bad manifest, config), 3 an output could not be written
+# (disk full, permissions): free space and run again, finished work is kept.
+EXIT_OUTPUT_NOT_WRITTEN = 3
+
 
 def _print_failures(failures: Sequence[object]) -> None:
     if not failures:
@@ -167,6 +172,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     result = score_cohort(config=job, progress=not args.quiet)
     _print_cohort_summary(result)
     _print_failures(result.failures)
+    if result.write_errors:
+        for message in result.write_errors:
+            print(f"slidefleet: not written: {message}", file=sys.stderr)
+        return EXIT_OUTPUT_NOT_WRITTEN
     return 1 if (job.strict and result.failures) else 0
 
 
@@ -422,10 +431,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    from engine.errors import SlideFleetError
+    from engine.errors import OutputWriteError, SlideFleetError
 
     try:
         return int(args.handler(args))
+    except OutputWriteError as exc:
+        print(f"slidefleet: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_OUTPUT_NOT_WRITTEN
     except SlideFleetError as exc:
         print(f"slidefleet: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2

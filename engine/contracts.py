@@ -12,7 +12,7 @@ from typing import Any
 
 from engine.ingest.params import IngestParams
 from engine.manifest import ManifestRow
-from engine.tables.schemas import TABLE_SCHEMAS, schema_to_json
+from engine.tables.schemas import TABLE_SCHEMAS, VIEW_SCHEMAS, schema_to_json
 
 SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "schemas"
 
@@ -38,7 +38,7 @@ def generated_contracts() -> dict[str, dict[str, Any]]:
         contracts["model-card.schema.json"] = ModelCard.model_json_schema()
     except ImportError:  # pragma: no cover - models package always ships
         pass
-    for name, schema in TABLE_SCHEMAS.items():
+    for name, schema in {**TABLE_SCHEMAS, **VIEW_SCHEMAS}.items():
         contracts[f"arrow/{name}.json"] = schema_to_json(schema)
     return contracts
 

@@ -65,6 +65,14 @@ class ModelOutputInvalid(SlideFleetError, ValueError):
     """A model produced NaN/inf values or an output of the wrong shape."""
 
 
+class OutputWriteError(SlideFleetError, OSError):
+    """An output (a table, a report, a run record) could not be written, e.g. the disk is full.
+
+    Not a slide's fault: the run stops cleanly, what was committed stays valid, and a rerun after
+    freeing space redoes only what is missing.
+    """
+
+
 class WorkerDied(SlideFleetError, RuntimeError):
     """A Ray worker died and its retries were exhausted."""
 

@@ -654,3 +654,19 @@ def test_demo_patch_scores_separate_tumour_from_normal(
     has_tumour = (masks == 2).any(axis=(1, 2))
     auc = _auc(scores[has_tumour], scores[~has_tumour])
     assert auc > 0.9, f"{name}: patch AUC {auc:.3f}"
+
+
+def test_add_errors_name_the_users_file_not_the_registry_copy(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path / "fleet")
+    raw_pickle = tmp_path / "my-model.pt"
+    raw_pickle.write_bytes(pickle.dumps({"weights": [1, 2]}, protocol=4))
+    with pytest.raises(ModelError, match="is a Python pickle") as caught:
+        registry.add(raw_pickle, make_card())
+    assert str(raw_pickle) in str(caught.value) and ".tmp-" not in str(caught.value)
+    fifo = tmp_path / "pipe.pt"
+    os.mkfifo(fifo)  # copying it would block forever
+    with pytest.raises(ModelError, match="not a regular file"):
+        registry.add(fifo, make_card())
+    with pytest.raises(ModelError, match="not a regular file"):
+        registry.add(tmp_path, make_card())
+    assert registry.list() == []

@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -67,6 +68,22 @@ class RegisteredModel:
 CardSource = ModelCard | Path | str | Mapping[str, Any]
 
 
+def _copy_model_file(source: Path, target: Path) -> None:
+    """Copy the user's model file; refuse a folder, device or pipe without reading from it."""
+    try:
+        info = source.stat()
+    except FileNotFoundError:
+        raise ModelError(f"model file {source} does not exist") from None
+    except OSError as exc:
+        raise ModelError(f"model file {source} cannot be read: {exc.strerror or exc}") from exc
+    if not stat.S_ISREG(info.st_mode):
+        raise ModelError(f"model file {source} is not a regular file (a folder, device or pipe)")
+    try:
+        shutil.copyfile(source, target)
+    except OSError as exc:
+        raise ModelError(f"model file {source} cannot be copied into the registry: {exc.strerror or exc}") from exc
+
+
 class ModelRegistry:
     """Models registered under ``ROOT/models/``."""
 
@@ -99,17 +116,17 @@ class ModelRegistry:
         try:
             # Validate and hash the copy, so what is registered is exactly what was checked.
             tmp_model = tmp_dir / MODEL_FILE_NAME
+            _copy_model_file(model_path, tmp_model)
             try:
-                shutil.copyfile(model_path, tmp_model)
-            except FileNotFoundError:
-                raise ModelError(f"model file {model_path} does not exist") from None
-            new_id = model_id(tmp_model, resolved_card)
-            existing = self._existing(final_dir)
-            if existing is not None:
-                return self._same_or_refuse(existing, new_id)
-            module = load_model(tmp_model)
-            if check_output:
-                check_model_output(module, resolved_card)
+                new_id = model_id(tmp_model, resolved_card)
+                existing = self._existing(final_dir)
+                if existing is not None:
+                    return self._same_or_refuse(existing, new_id)
+                module = load_model(tmp_model)
+                if check_output:
+                    check_model_output(module, resolved_card)
+            except ModelError as exc:  # name the user's file, not the private copy
+                raise ModelError(str(exc).replace(str(tmp_model), str(model_path))) from exc
             (tmp_dir / CARD_FILE_NAME).write_text(resolved_card.to_json(), encoding="utf-8")
             try:
                 os.replace(tmp_dir, final_dir)

@@ -19,12 +19,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.errors import ConfigError
+from engine.errors import ConfigError, OutputWriteError
 from engine.operate.config import JobConfig, load_job_config
 from engine.operate.telemetry import RunRecord
 from engine.runs import new_run_id
 from engine.store import FleetLayout
-from engine.store.atomic import atomic_write_bytes
+from engine.store.atomic import atomic_write_bytes, sweep_stale_files
 from engine.tables import FailureRecord, read_table
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,7 @@ class CohortResult:
     failures: list[FailureRecord]
     run_record: Path
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    write_errors: list[str] = field(default_factory=list)  # outputs lost to a full disk etc.
 
     def to_pandas(self) -> dict[str, pd.DataFrame]:
         return {name: table.to_pandas() for name, table in self.tables.items()}
@@ -148,7 +149,8 @@ def run_stages(
                 started = time.perf_counter()
                 viewed = render_views(root, registered.ref, params=config.view)
                 record.stage(f"views:{registered.ref}", seconds=time.perf_counter() - started,
-                             written=len(viewed.paths), failed=len(viewed.failures))
+                             written=len(viewed.paths), failed=len(viewed.failures),
+                             write_errors=viewed.write_errors)
                 failures += viewed.failures
     return model_ids, failures
 
@@ -219,10 +221,35 @@ def score_cohort(
     layout = FleetLayout(Path(job.root))
     run_id = run_id or new_run_id()
     record = RunRecord(run_id=run_id, config=job.model_dump(mode="json"))
-    model_ids, failures = run_stages(job, run_id=run_id, record=record, progress=progress)
+    for stale in sweep_stale_files(stale_file_dirs(layout)):
+        log.warning("removed %s left by an interrupted or failed write", stale)
+    try:
+        model_ids, failures = run_stages(job, run_id=run_id, record=record, progress=progress)
+    except OutputWriteError as exc:
+        write_run_record_after(record, layout, exc)
+        raise
     save_fleet_state(layout, job)
     record.failures = [f.__dict__ for f in failures]
     path = record.write(layout.runs_dir)
     return CohortResult(run_id=run_id, root=layout.root, model_ids=model_ids,
                         tables=_tables_for(layout, list(model_ids.values())), failures=failures,
-                        run_record=path, stages=record.stages)
+                        run_record=path, stages=record.stages, write_errors=write_errors_of(record))
+
+
+def stale_file_dirs(layout: FleetLayout) -> list[Path]:
+    """Where atomic writes leave hidden temporaries when killed: swept at the start of a run."""
+    return [layout.root, layout.runs_dir, layout.tables_dir, layout.views_dir, layout.hash_cache.parent]
+
+
+def write_errors_of(record: RunRecord) -> list[str]:
+    """Every output a stage could not write (views report them instead of failing the run)."""
+    return [e for values in record.stages.values() for e in values.get("write_errors", [])]
+
+
+def write_run_record_after(record: RunRecord, layout: FleetLayout, error: OutputWriteError) -> None:
+    """Record a run stopped by an output that cannot be written; best effort, the disk may be full."""
+    record.stage("stopped", error_type=type(error).__name__, message=str(error))
+    try:
+        record.write(layout.runs_dir)
+    except OSError:
+        log.error("the run record of %s could not be written either (%s)", record.run_id, layout.runs_dir)

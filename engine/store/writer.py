@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
@@ -9,6 +11,35 @@ from typing import Any
 
 import numpy as np
 import zarr
+
+log = logging.getLogger(__name__)
+
+
+def settle_zarr_writes(timeout_s: float = 60.0) -> None:
+    """Wait until zarr's I/O loop has no chunk write in flight (at most ``timeout_s``).
+
+    When one chunk write of an assignment fails (e.g. ``ENOSPC``), zarr re-raises at once while the
+    assignment's other chunk writes keep running on its I/O loop; each creates its parent folders,
+    so deleting a temporary store right after the error lets them re-create it. Call this before
+    deleting a store that was being written.
+    """
+    from zarr.core import sync as zarr_sync
+
+    loop = zarr_sync.loop[0]
+    if loop is None or loop.is_closed() or not loop.is_running():
+        return
+
+    async def _settle() -> None:
+        current = asyncio.current_task()
+        while others := [t for t in asyncio.all_tasks() if t is not current and not t.done()]:
+            await asyncio.wait(others)
+
+    future = asyncio.run_coroutine_threadsafe(_settle(), loop)
+    try:
+        future.result(timeout=timeout_s)
+    except TimeoutError:
+        future.cancel()
+        log.warning("zarr writes still in flight after %.0f s; cleaning up anyway", timeout_s)
 
 
 class BackgroundWriter:

@@ -1,12 +1,14 @@
 """Parquet tables with declared Arrow schemas (one schema per table, enforced on write)."""
 
 from engine.tables.failures import FailureRecord, read_failures, write_failures
+from engine.tables.resolution import failures_view
 from engine.tables.schemas import TABLE_SCHEMAS, schema_to_json
 from engine.tables.writer import read_table, write_table_part
 
 __all__ = [
     "TABLE_SCHEMAS",
     "FailureRecord",
+    "failures_view",
     "read_failures",
     "read_table",
     "schema_to_json",

@@ -29,6 +29,22 @@ FAILURES_SCHEMA = pa.schema(
     ]
 )
 
+# A view, computed on read (engine.tables.resolution.failures_view), never written: the newest
+# failure per (stage, slide_id, model_id), and whether a later run produced that stage's output.
+FAILURES_VIEW_SCHEMA = pa.schema(
+    [
+        *FAILURES_SCHEMA,
+        _field("attempts", pa.int64(), "Failure rows recorded for this (stage, slide_id, model_id)."),
+        _field("resolved", pa.bool_(), "A later run produced this stage's output for the slide."),
+        _field(
+            "resolved_at",
+            pa.timestamp("ms", tz="UTC"),
+            "When that later output was written (UTC); null while the failure is open.",
+            nullable=True,
+        ),
+    ]
+)
+
 INGESTED_SLIDES_SCHEMA = pa.schema(
     [
         _field("slide_id", pa.string(), "Slide identifier from the manifest."),
@@ -222,6 +238,8 @@ TABLE_SCHEMAS: dict[str, pa.Schema] = {
     "cohort": COHORT_SCHEMA,
     "qc": QC_SCHEMA,
 }
+
+VIEW_SCHEMAS: dict[str, pa.Schema] = {"failures_view": FAILURES_VIEW_SCHEMA}
 
 
 def schema_to_json(schema: pa.Schema) -> dict[str, Any]:

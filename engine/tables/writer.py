@@ -13,7 +13,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from engine import __version__
-from engine.errors import SlideFleetError
+from engine.errors import OutputWriteError, SlideFleetError
 from engine.tables.schemas import TABLE_SCHEMAS
 
 
@@ -63,12 +63,20 @@ def write_table_part(
     directory = Path(tables_dir) / table_name
     for key, value in (partition or {}).items():
         directory = directory / f"{key}={value}"
-    directory.mkdir(parents=True, exist_ok=True)
     token = uuid.uuid4().hex[:12]
     final_path = directory / f"part-{run_id}-{token}.parquet"
     tmp_path = directory / f".part-{run_id}-{token}.parquet.tmp"
-    pq.write_table(table, tmp_path)
-    tmp_path.replace(final_path)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, tmp_path)
+        tmp_path.replace(final_path)
+    except OSError as exc:
+        tmp_path.unlink(missing_ok=True)
+        raise OutputWriteError(
+            f"cannot write the {table_name!r} table under {directory}: {exc.strerror or exc}. "
+            f"Free space (or fix permissions) and run again; {len(rows)} row(s) of this run are "
+            "also in its run record."
+        ) from exc
     return final_path
 
 

@@ -20,7 +20,7 @@ from typing import Any
 from PIL import Image
 
 from engine import __version__
-from engine.errors import ConfigError, ModelError, SlideFleetError
+from engine.errors import ConfigError, ModelError, OutputWriteError, SlideFleetError
 from engine.models import ModelCard, ModelRegistry
 from engine.runs import new_run_id
 from engine.store import FleetLayout, read_completion
@@ -56,6 +56,7 @@ class ViewsReport:
     report: Path | None = None
     failures: list[FailureRecord] = field(default_factory=list)
     seconds: float = 0.0
+    write_errors: list[str] = field(default_factory=list)  # outputs that could not be written
 
     @property
     def paths(self) -> list[Path]:
@@ -202,12 +203,22 @@ def render_views(
                 else:
                     result.slides.append(outcome)
                     _check_against_post(outcome, post)
-    write_failures(layout.tables_dir, result.failures, run_id=result.run_id)
+    # A full disk must not lose the run: the failures stay in this report (and the run record).
+    try:
+        write_failures(layout.tables_dir, result.failures, run_id=result.run_id)
+    except OutputWriteError as exc:
+        log.error("%s", exc)
+        result.write_errors.append(str(exc))
 
     if report:
         html = build_report_html(_report_inputs(layout, resolved, post, result, params))
-        result.report = out_dir / REPORT_FILE
-        atomic_write_bytes(result.report, html.encode("utf-8"))
+        try:
+            atomic_write_bytes(out_dir / REPORT_FILE, html.encode("utf-8"))
+            result.report = out_dir / REPORT_FILE
+        except OSError as exc:
+            message = f"cannot write the report {out_dir / REPORT_FILE}: {exc.strerror or exc}"
+            log.error("%s", message)
+            result.write_errors.append(message)
     result.seconds = time.perf_counter() - started
     return result
 
