@@ -50,6 +50,7 @@ def full_disk(tmp_path: Path):
         yield mount
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
+        manifest.with_name("manifest-with-a-bad-row.csv").unlink(missing_ok=True)
 
 
 def _build_store(final_path: Path, pixels: np.ndarray) -> None:
@@ -81,6 +82,7 @@ def test_a_failed_store_build_is_not_recreated_by_chunk_writes_in_flight(tmp_pat
         assert sorted(p.name for p in mount.iterdir()) == []
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
+        manifest.with_name("manifest-with-a-bad-row.csv").unlink(missing_ok=True)
 
 
 def test_a_table_part_that_cannot_be_written_is_a_typed_error_without_leftovers(full_disk: Path) -> None:
@@ -108,20 +110,16 @@ def test_stale_temporaries_are_swept_but_fresh_ones_are_left(tmp_path: Path) -> 
 
 
 @pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory, ray_session):
-    """A small scored fleet (2 synthetic slides, a real model) to break afterwards."""
+def fleet(tmp_path_factory: pytest.TempPathFactory, synth_cohort: Path, ray_session):
+    """A scored fleet (the session's synthetic cohort, a real model) to break afterwards."""
     from engine.operate import score_cohort
-    from engine.synth import generate_cohort
     from tests.infer_models import Darkness, darkness_card, register
 
-    work = tmp_path_factory.mktemp("diskfull")
-    manifest = generate_cohort(work / "cohort", 2, seed=3, width_px=2048, height_px=1536)
-    root = work / "root"
+    root = tmp_path_factory.mktemp("diskfull") / "root"
     root.mkdir()
     register(root, Darkness(), darkness_card("darkness", "1"))
-    result = score_cohort(manifest, "darkness", root=root, progress=False)
-    assert not result.failures
-    return manifest, root
+    score_cohort(synth_cohort, "darkness", root=root, progress=False)
+    return synth_cohort, root
 
 
 def test_views_and_runs_survive_a_full_failures_table(fleet, tmp_path: Path) -> None:
@@ -129,10 +127,7 @@ def test_views_and_runs_survive_a_full_failures_table(fleet, tmp_path: Path) -> 
     from engine.views import render_views
 
     manifest, root = fleet
-    failures_dir = root / "tables" / "failures"
-    saved = sorted(p.relative_to(failures_dir) for p in failures_dir.rglob("*")) if failures_dir.exists() else []
-    assert saved == []  # a clean run wrote no failure rows, so nothing is hidden by the mount
-    mount = _mount_full(failures_dir)
+    mount = _mount_full(root / "tables" / "failures")  # hides earlier rows until unmounted
     try:
         _fill(mount)
         viewed = render_views(root, "darkness", slide_ids=["synth_000", "no_such_slide"])
@@ -141,8 +136,9 @@ def test_views_and_runs_survive_a_full_failures_table(fleet, tmp_path: Path) -> 
         assert viewed.report is not None and viewed.report.exists()
 
         # A run whose stages cannot write their failure rows: exit 3, a run record saying why.
-        broken = tmp_path / "m.csv"
-        broken.write_text(manifest.read_text() + "bad id!,nowhere.tif,,,\n")
+        broken = manifest.with_name("manifest-with-a-bad-row.csv")  # beside it: paths are relative
+        header = manifest.read_text().splitlines()[0]
+        broken.write_text(manifest.read_text() + "bad id!,nowhere.tif" + "," * (header.count(",") - 1) + "\n")
         before = set((root / "runs").iterdir())
         code = main(["run", str(broken), "--model", "darkness", "--root", str(root), "--quiet"])
         assert code == EXIT_OUTPUT_NOT_WRITTEN
@@ -152,3 +148,4 @@ def test_views_and_runs_survive_a_full_failures_table(fleet, tmp_path: Path) -> 
         assert "No space left on device" in record["stages"]["stopped"]["message"]
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
+        manifest.with_name("manifest-with-a-bad-row.csv").unlink(missing_ok=True)
