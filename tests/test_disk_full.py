@@ -50,7 +50,6 @@ def full_disk(tmp_path: Path):
         yield mount
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
-        manifest.with_name("manifest-with-a-bad-row.csv").unlink(missing_ok=True)
 
 
 def _build_store(final_path: Path, pixels: np.ndarray) -> None:
@@ -82,7 +81,6 @@ def test_a_failed_store_build_is_not_recreated_by_chunk_writes_in_flight(tmp_pat
         assert sorted(p.name for p in mount.iterdir()) == []
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
-        manifest.with_name("manifest-with-a-bad-row.csv").unlink(missing_ok=True)
 
 
 def test_a_table_part_that_cannot_be_written_is_a_typed_error_without_leftovers(full_disk: Path) -> None:

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Literal
 
 from engine.errors import InputTooLarge, NotARegularFile, SlideNotFound, SlideUnreadable
-from engine.store.atomic import atomic_write_bytes
 
 _BLOCK_BYTES = 4 * 1024 * 1024
 # The largest whole-slide images (e.g. 40x brightfield of a full resection) are tens of GB;
@@ -192,6 +191,9 @@ class HashCache:
 
     def put(self, stamps: list[Stamp], sha256: str) -> None:
         """Record a hash; a cache that cannot be written (disk full) only costs a re-hash later."""
+        # Imported here: engine.store imports zarr, which readers of this module need not load.
+        from engine.store.atomic import atomic_write_bytes
+
         try:
             with self._locked():
                 entries = self._load()
