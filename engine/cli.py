@@ -1,4 +1,11 @@
-"""``slidefleet``: the command line, a thin layer over the Python API."""
+"""``slidefleet``: the command line, a thin layer over the Python API.
+
+The Ray Jobs entrypoints (``jobs/*.py``) run these same commands (``jobs/_common.py``), so a
+flag, a summary line or an exit code cannot drift between the two.
+
+Exit codes: 0 done (per-slide failures are rows of ``tables/failures``, not errors); 1 with
+``--strict`` when some slide failed; 2 a fatal SlideFleet error (bad config, unknown model...).
+"""
 
 from __future__ import annotations
 
@@ -139,7 +146,42 @@ def _job_overrides(args: argparse.Namespace) -> dict[str, object]:
     }
 
 
+HEADLINE_STATISTICS = ("micro_iou", "macro_iou", "micro_dice", "macro_dice", "macro_pixel_auc")
+
+
+def cohort_headline_lines(cohort_rows: Sequence[dict], model_names: dict[str, str] | None = None) -> list[str]:
+    """The cohort figures the CLI prints: per model, the split the report headlines (``test`` when
+    the cohort has one, else all slides), named with its slide count and how many lacked truth."""
+    from engine.metrics.cohort import headline_split
+
+    lines: list[str] = []
+    for model_id in sorted({r["model_id"] for r in cohort_rows}):
+        rows = [r for r in cohort_rows if r["model_id"] == model_id and r["burden"] == "all"]
+        split = headline_split(rows)
+        scoped = {r["statistic"]: r for r in rows if r["split"] == split}
+        if not scoped:
+            continue
+        first = next(iter(scoped.values()))
+        n, without = first["n_slides"], first.get("n_slides_without_truth") or 0
+        what = "test split" if split == "test" else "all slides (no test split)"
+        missing = f", {without} without ground truth (not in the figures)" if without else ""
+        name = (model_names or {}).get(model_id, model_id)
+        lines.append(f"  cohort {name}: {what}, {n} slide{'s' * (n != 1)}{missing}")
+        for statistic in HEADLINE_STATISTICS:
+            row = scoped.get(statistic)
+            if row is None:
+                continue
+            value = "-" if row["value"] is None else f"{row['value']:.3f}"
+            undefined = f"  ({row['n_undefined']} undefined)" if row.get("n_undefined") else ""
+            lines.append(f"  cohort {statistic:16s} {value}{undefined}")
+    return lines
+
+
 def _print_cohort_summary(result) -> None:  # noqa: ANN001 - CohortResult
+    print(f"run {result.run_id}: {result.tables['slides'].num_rows} slide row(s), "
+          f"{len(result.failures)} failure(s); root {result.root}")
+    for ref, model_id in result.model_ids.items():
+        print(f"  model {ref}  model_id {model_id}")
     slides = result.tables["slides"].to_pylist()
     if slides:
         print(f"\n{'slide':22s} {'model':26s} {'split':11s} {'tumour %':>9s} {'truth %':>8s} "
@@ -154,12 +196,9 @@ def _print_cohort_summary(result) -> None:  # noqa: ANN001 - CohortResult
                   f"{row['split'] or '-':11s} {fmt(row['tumour_pct_of_tissue'], '9.2f')} "
                   f"{fmt(row['truth_pct_of_tissue'], '8.2f')} {fmt(row['iou'])} {fmt(row['dice'])} "
                   f"{fmt(row['pixel_auc'])}  {row['case'] or '-'}")
-    cohort = [r for r in result.tables["cohort"].to_pylist()
-              if r["scope"] == "all" and r["statistic"] in {"micro_iou", "macro_iou", "micro_dice", "macro_dice",
-                                                            "macro_pixel_auc"}]
-    for row in cohort:
-        value = "-" if row["value"] is None else f"{row['value']:.3f}"
-        print(f"  cohort {row['statistic']:16s} {value}  ({row['n_slides']} slides)")
+    names = {v: k for k, v in result.model_ids.items()}
+    for line in cohort_headline_lines(result.tables["cohort"].to_pylist(), names):
+        print(line)
     for stage, values in result.stages.items():
         print(f"  stage {stage:36s} {values.get('seconds', 0):7.1f} s")
     print(f"run record: {result.run_record}")
@@ -180,25 +219,31 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_reprocess(args: argparse.Namespace) -> int:
-    from engine.operate import load_job_config, reprocess
+    from engine.operate import JobConfig, reprocess
     from engine.operate.pipeline import load_fleet_state
     from engine.store import FleetLayout
 
+    stored = load_fleet_state(FleetLayout(Path(args.root)))
     job = None
     if args.config:  # the file's sections replace the stored ones; the rest is as last run
-        from engine.operate import JobConfig
+        from engine.operate import load_job_config
 
-        stored = load_fleet_state(FleetLayout(Path(args.root))).model_dump(mode="json")
         changed = load_job_config(args.config, {"root": args.root}).model_dump(mode="json", exclude_unset=True)
-        job = JobConfig.model_validate({**stored, **changed})
+        job = JobConfig.model_validate({**stored.model_dump(mode="json"), **changed})
+    if args.address:  # otherwise the address stored with the job, else RAY_ADDRESS (Ray Jobs)
+        from engine.cluster import ensure_ray
+
+        ensure_ray(args.address)
     plan, result = reprocess(Path(args.root), config=job, dry_run=args.dry_run, progress=not args.quiet)
     print(("plan (dry run):\n" if args.dry_run else "plan:\n") + plan.describe())
-    if result is not None:
-        _print_cohort_summary(result)
-        _print_failures(result.failures)
-    elif not args.dry_run:
-        print("nothing stale: all outputs are up to date")
-    return 0
+    if result is None:
+        if not args.dry_run:
+            print("nothing stale: all outputs are up to date")
+        return 0
+    _print_cohort_summary(result)
+    _print_failures(result.failures)
+    strict = args.strict or (job or stored).strict
+    return 1 if (strict and result.failures) else 0
 
 
 def _cmd_watch(args: argparse.Namespace) -> int:
@@ -382,6 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
     reprocess.add_argument("--root", required=True, help="fleet root folder (made by `slidefleet run`)")
     reprocess.add_argument("--config", default=None, help="changed job config (its stage sections replace the stored ones)")
     reprocess.add_argument("--dry-run", action="store_true", help="print the plan only")
+    reprocess.add_argument("--address", default=None, help="Ray cluster address (default: the job's, else RAY_ADDRESS, else a local Ray)")
+    reprocess.add_argument("--strict", action="store_true", help="exit 1 if any slide failed any stage (also when the job was run with strict)")
     reprocess.add_argument("--quiet", action="store_true", help="no progress bars")
     reprocess.set_defaults(handler=_cmd_reprocess)
 

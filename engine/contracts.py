@@ -12,7 +12,7 @@ from typing import Any
 
 from engine.ingest.params import IngestParams
 from engine.manifest import ManifestRow
-from engine.tables.schemas import TABLE_SCHEMAS, VIEW_SCHEMAS, schema_to_json
+from engine.tables.schemas import TABLE_PARTITIONS, TABLE_SCHEMAS, VIEW_SCHEMAS, schema_to_json
 
 SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "schemas"
 
@@ -39,7 +39,7 @@ def generated_contracts() -> dict[str, dict[str, Any]]:
     except ImportError:  # pragma: no cover - models package always ships
         pass
     for name, schema in {**TABLE_SCHEMAS, **VIEW_SCHEMAS}.items():
-        contracts[f"arrow/{name}.json"] = schema_to_json(schema)
+        contracts[f"arrow/{name}.json"] = schema_to_json(schema, TABLE_PARTITIONS.get(name, ()))
     return contracts
 
 

@@ -11,6 +11,7 @@ from scipy import stats
 from sklearn import metrics as skm
 
 from engine.metrics import (
+    BURDEN_LABELS,
     BURDEN_STRATA,
     PANDA_KAROLINSKA_TO_TUMOUR,
     PANDA_RADBOUD_TO_TUMOUR,
@@ -22,6 +23,7 @@ from engine.metrics import (
     cohort_summary,
     confusion_counts,
     confusion_matrix,
+    headline_split,
     macro_dice,
     merge_classes,
     miou,
@@ -293,11 +295,11 @@ def test_merge_maps() -> None:
 
 
 def test_burden_strata_boundaries() -> None:
-    assert burden_stratum(0.05) == "macro >2%"
-    assert burden_stratum(0.02) == "small 0.4-2%"
-    assert burden_stratum(0.004) == "small 0.4-2%"
-    assert burden_stratum(0.0039) == "micro <0.4%"
-    assert burden_stratum(1e-9) == "micro <0.4%"
+    assert burden_stratum(0.05) == "high"
+    assert burden_stratum(0.02) == "low"
+    assert burden_stratum(0.004) == "low"
+    assert burden_stratum(0.0039) == "very_low"
+    assert burden_stratum(1e-9) == "very_low"
     assert burden_stratum(0.0) == "none"
     assert burden_stratum(None) == "none"
     assert burden_stratum(float("nan")) == "none"
@@ -322,7 +324,7 @@ def test_slide_metrics_row() -> None:
     assert row["patch_auc"] == 1.0
     assert row["pearson"] == pytest.approx(1.0)
     assert row["truth_pct_of_tissue"] == pytest.approx(2.0)
-    assert row["burden_stratum"] == "small 0.4-2%"
+    assert row["burden_stratum"] == "low"
 
     empty = slide_metrics(
         scores > 2, scores, np.zeros_like(truth), tissue, pixel_um=8.0, patch_um=32.0
@@ -350,8 +352,8 @@ def _row(split: str, tp: int, fp: int, fn: int, tn: int, stratum: str, **extra: 
 
 def test_cohort_summary_micro_macro_median_strata() -> None:
     rows = [
-        _row("calibration", 8, 2, 0, 90, "macro >2%", pixel_auc=0.9),
-        _row("test", 1, 1, 2, 96, "small 0.4-2%", pixel_auc=float("nan")),
+        _row("calibration", 8, 2, 0, 90, "high", pixel_auc=0.9),
+        _row("test", 1, 1, 2, 96, "low", pixel_auc=float("nan")),
         _row("test", 0, 0, 0, 100, "none"),
         _row("test", 0, 3, 0, 97, "none"),
     ]
@@ -388,11 +390,48 @@ def test_cohort_summary_micro_macro_median_strata() -> None:
     assert get[("all", "macro_iou")] is None
 
 
+def test_cohort_rows_count_slides_without_ground_truth() -> None:
+    rows = [
+        _row("calibration", 8, 2, 0, 90, "high"),
+        _row("test", 1, 1, 2, 96, "low"),
+        {"split": "test", "has_ground_truth": False},
+        {"split": "test", "has_ground_truth": False},
+        {"split": "train", "has_ground_truth": False},
+    ]
+    table = cohort_summary(rows)
+    get = {(r["scope"], r["statistic"]): r for r in table}
+    # Slides without truth are covered by their scope but enter no figure.
+    assert get[("all", "n_slides")]["n_slides"] == 5
+    assert get[("all", "n_slides")]["n_slides_without_truth"] == 3
+    assert get[("all", "micro_iou")]["value"] == pytest.approx(9 / (9 + 3 + 2))
+    assert get[("split=test", "macro_iou")]["n_slides"] == 3
+    assert get[("split=test", "macro_iou")]["n_slides_without_truth"] == 2
+    assert get[("split=test", "macro_iou")]["value"] == pytest.approx(0.25)
+    assert get[("split=test", "macro_iou")]["n_undefined"] == 0
+    # A split of slides without truth only: covered, counted, no figure.
+    assert get[("split=train", "n_slides")]["n_slides_without_truth"] == 1
+    assert get[("split=train", "macro_iou")]["value"] is None
+    # Burden strata come from the truth: a burden scope has no slide without it.
+    assert all(r["n_slides_without_truth"] == 0 for r in table if r["burden"] != "all")
+    assert {r["n_slides"] for r in table if r["scope"] == "split=test, burden=low"} == {1}
+    # Rows that do not say are taken to have truth, as before.
+    plain = cohort_summary([_row("test", 1, 1, 2, 96, "low")])
+    assert {r["n_slides_without_truth"] for r in plain} == {0}
+
+
+def test_burden_strata_have_labels_and_headline_split_prefers_test() -> None:
+    assert set(BURDEN_LABELS) == set(BURDEN_STRATA)
+    assert all(key.isidentifier() and key.islower() for key in BURDEN_STRATA)
+    assert "2 %" in BURDEN_LABELS["high"] and "0.4" in BURDEN_LABELS["very_low"]
+    assert headline_split([{"split": "all"}, {"split": "train"}, {"split": "test"}]) == "test"
+    assert headline_split([{"split": "all"}, {"split": "calibration"}]) == "all"
+
+
 def test_cohort_summary_derives_stratum_from_pixels() -> None:
     row = _row("test", 5, 0, 0, 95, "none")
     del row["burden_stratum"]
     row |= {"truth_px": 5, "tissue_px": 100}
     scopes = {r["scope"] for r in cohort_summary([row])}
-    assert "burden=macro >2%" in scopes
+    assert "burden=high" in scopes
     with pytest.raises(ValueError, match="tp, fp, fn and tn"):
         cohort_summary([{"burden_stratum": "none"}])

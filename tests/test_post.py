@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 import zarr
 
@@ -172,11 +173,14 @@ def test_tables_read_back_with_pandas_polars_and_duckdb(
     for name in ("slides", "regions", "thresholds", "cohort"):
         assert (tables / name / f"model_id={model_id}").is_dir(), name
         want = report.tables[name].num_rows
-        # Every part holds its model_id column too, so pandas reads the files as they are
-        # (pandas' own hive discovery would type the directory key as a dictionary and clash).
-        frame = pd.read_parquet(tables / name, partitioning=None)
+        # The partition key lives in the directory name only, so pandas' defaults (hive
+        # discovery) read every table directory as it is, with model_id exactly once.
+        frame = pd.read_parquet(tables / name)
         assert len(frame) == want
         assert set(frame["model_id"].astype(str)) == {model_id}
+        assert list(frame.columns).count("model_id") == 1
+        for part in (tables / name).rglob("*.parquet"):
+            assert "model_id" not in pq.read_schema(part).names, part
         lazy = pl.scan_parquet(tables / name / "**" / "*.parquet", hive_partitioning=True)
         assert lazy.select(pl.len()).collect().item() == want
         got = duckdb.sql(
@@ -184,6 +188,14 @@ def test_tables_read_back_with_pandas_polars_and_duckdb(
             "hive_partitioning = true)"
         ).fetchall()
         assert got == [(want, 1)]
+    # Every table of the run, failures included: plain pandas equals the engine's own reader.
+    table_dirs = [d for d in sorted(tables.iterdir()) if d.is_dir() and not d.name.startswith("_")]
+    assert {"slides", "regions", "thresholds", "cohort"} <= {d.name for d in table_dirs}
+    for directory in table_dirs:
+        engine_table = read_table(tables, directory.name)
+        frame = pd.read_parquet(directory)
+        assert sorted(frame.columns) == sorted(engine_table.column_names), directory.name
+        assert len(frame) == engine_table.num_rows, directory.name
     slides = pl.read_parquet(tables / "slides" / "**" / "*.parquet", hive_partitioning=True)
     assert slides.filter(pl.col("slide_id") == "synth_001")["iou"].to_list() in ([None], [0.0])
 
@@ -213,12 +225,63 @@ def test_largest_region_centroid_lies_in_the_annotated_tumour(
 
 def test_cohort_has_burden_strata_and_split_scopes(report: PostReport) -> None:
     cohort = report.cohort.to_pylist()
-    assert {"macro >2%", "small 0.4-2%", "micro <0.4%", "none"} <= {r["burden"] for r in cohort}
+    assert {"high", "low", "very_low", "none"} <= {r["burden"] for r in cohort}
     assert {"calibration", "test", "train"} <= {r["split"] for r in cohort}
     stats = {(r["scope"], r["statistic"]): r for r in cohort}
     assert stats[("all", "n_slides")]["value"] == 4
     assert {"micro_iou", "macro_iou", "median_iou"} <= {s for _, s in stats}
     assert stats[("split=calibration", "n_slides")]["value"] == 1
+
+
+def test_cohort_rows_count_a_slide_without_ground_truth(
+    report: PostReport, fleet_copy: Path
+) -> None:
+    splits = _splits(fleet_copy)
+    test_slide = next(s for s, split in splits.items() if split == "test")
+    labels = fleet_copy / "slides" / f"{test_slide}.ome.zarr" / "labels"
+    attrs = json.loads((labels / "zarr.json").read_text())
+    attrs["attributes"]["ome"]["labels"].remove("annotation")
+    (labels / "zarr.json").write_text(json.dumps(attrs))
+    shutil.rmtree(labels / "annotation")
+
+    result = post(fleet_copy, "darkness", params=SYNC, progress=False)
+    assert not result.failures
+    assert _row(result, test_slide)["has_ground_truth"] is False
+    stats = {(r["scope"], r["statistic"]): r for r in result.cohort.to_pylist()}
+    n_test = sum(split == "test" for split in splits.values())
+    headline = stats[("split=test", "macro_iou")]
+    assert (headline["n_slides"], headline["n_slides_without_truth"]) == (n_test, 1)
+    assert stats[("all", "n_slides")]["n_slides_without_truth"] == 1
+    assert stats[("all", "n_slides")]["value"] == len(splits)
+    assert stats[("split=calibration", "micro_iou")]["n_slides_without_truth"] == 0
+    # The slide enters no figure: the others' pooled counts are the whole cohort's.
+    others = [r for r in report.slides.to_pylist() if r["slide_id"] != test_slide]
+    tp, fp, fn = (sum(r[k] for r in others) for k in ("tp", "fp", "fn"))
+    assert stats[("all", "micro_iou")]["value"] == pytest.approx(tp / (tp + fp + fn))
+    assert all(r["n_slides_without_truth"] == 0 for r in stats.values() if r["burden"] != "all")
+    frame = pd.read_parquet(fleet_copy / "tables" / "cohort")
+    assert int(frame["n_slides_without_truth"].max()) == 1
+
+
+def test_cli_summary_headlines_the_test_split_as_the_report_does(
+    report: PostReport, post_fleet: Path
+) -> None:
+    from engine.cli import cohort_headline_lines
+
+    cohort = report.cohort.to_pylist()
+    n_test = sum(split == "test" for split in _splits(post_fleet).values())
+    lines = cohort_headline_lines(cohort, {report.model.model_id: "darkness"})
+    assert lines[0] == f"  cohort darkness: test split, {n_test} slide{'s' * (n_test != 1)}"
+    test_iou = next(
+        r for r in cohort if r["scope"] == "split=test" and r["statistic"] == "macro_iou"
+    )
+    printed = next(line for line in lines if line.split()[1] == "macro_iou")
+    value = "-" if test_iou["value"] is None else f"{test_iou['value']:.3f}"
+    assert printed.split()[2] == value
+    # Without a test split the headline is every slide, said so.
+    no_test = [r for r in cohort if r["split"] in ("all", "calibration", "train")]
+    first = cohort_headline_lines(no_test)[0]
+    assert f"all slides (no test split), {len(_splits(post_fleet))} slides" in first
 
 
 def test_normal_slide_has_null_undefined_metrics(report: PostReport) -> None:

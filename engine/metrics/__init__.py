@@ -16,7 +16,14 @@ from engine.metrics.binary import (
     pearson,
     pixel_auc,
 )
-from engine.metrics.cohort import BURDEN_STRATA, BurdenStratum, burden_stratum, cohort_summary
+from engine.metrics.cohort import (
+    BURDEN_LABELS,
+    BURDEN_STRATA,
+    BurdenStratum,
+    burden_stratum,
+    cohort_summary,
+    headline_split,
+)
 from engine.metrics.multiclass import (
     PANDA_KAROLINSKA_TO_TUMOUR,
     PANDA_RADBOUD_TO_TUMOUR,
@@ -31,6 +38,7 @@ from engine.metrics.multiclass import (
 from engine.metrics.slide import slide_metrics
 
 __all__ = [
+    "BURDEN_LABELS",
     "BURDEN_STRATA",
     "CASES",
     "PANDA_KAROLINSKA_TO_TUMOUR",
@@ -44,6 +52,7 @@ __all__ = [
     "burden_stratum",
     "case_of",
     "cohort_summary",
+    "headline_split",
     "confusion_counts",
     "confusion_matrix",
     "macro_dice",

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from engine.metrics import cohort_summary, macro_dice, miou, per_class_iou_dice
+from engine.metrics.cohort import has_truth
 
 
 def _median(values: list[float]) -> float | None:
@@ -26,15 +27,19 @@ def multiclass_summary(
     Per scope (all, each split): ``micro_miou`` / ``micro_macro_dice`` and per-class
     ``micro_iou[<class>]`` / ``micro_dice[<class>]`` from the summed confusion matrix,
     ``macro_miou`` / ``median_miou`` / ``macro_macro_dice`` over slides, and the pooled matrix
-    as ``confusion[truth=<class>,pred=<class>]`` pixel counts.
+    as ``confusion[truth=<class>,pred=<class>]`` pixel counts. Rows without ground truth
+    (``has_ground_truth`` false) enter no figure and are counted in ``n_slides`` and
+    ``n_slides_without_truth`` of their scope; scopes with no slide with truth are left out.
     """
-    rows = [r for r in rows if r.get("confusion_matrix") is not None]
+    without = [r for r in rows if not has_truth(r)]
+    rows = [r for r in rows if has_truth(r) and r.get("confusion_matrix") is not None]
     if not rows:
         return []
     splits = sorted({str(r["split"]) for r in rows if r.get("split") is not None})
     out: list[dict[str, Any]] = []
     for split in ["all", *splits]:
         scoped = [r for r in rows if split == "all" or str(r.get("split")) == split]
+        n_without = sum(split == "all" or str(r.get("split")) == split for r in without)
         n = len(scoped)
 
         def stat(
@@ -44,6 +49,7 @@ def multiclass_summary(
             *,
             _split: str = split,
             _n: int = n,
+            _n_without: int = n_without,
         ) -> dict[str, Any]:
             scope = "all" if _split == "all" else f"split={_split}"
             return {
@@ -52,7 +58,8 @@ def multiclass_summary(
                 "burden": "all",
                 "statistic": name,
                 "value": value,
-                "n_slides": _n,
+                "n_slides": _n + _n_without,
+                "n_slides_without_truth": _n_without,
                 "n_undefined": n_undefined,
             }
 
@@ -77,10 +84,15 @@ def multiclass_summary(
 def cohort_rows(
     slide_rows: Sequence[Mapping[str, Any]], class_names: Sequence[str]
 ) -> list[dict[str, Any]]:
-    """The ``cohort`` table's rows (without model keys) from every slide's row."""
-    truth_rows = [r for r in slide_rows if r.get("has_ground_truth")]
-    rows = cohort_summary(truth_rows) if truth_rows else []
-    return rows + multiclass_summary(truth_rows, class_names)
+    """The ``cohort`` table's rows (without model keys) from every slide's row.
+
+    None when no slide has ground truth; otherwise slides without it are counted in each scope's
+    ``n_slides`` and ``n_slides_without_truth`` and enter no figure.
+    """
+    if not any(r.get("has_ground_truth") for r in slide_rows):
+        return []
+    rows = [{**r, "has_ground_truth": bool(r.get("has_ground_truth"))} for r in slide_rows]
+    return cohort_summary(rows) + multiclass_summary(rows, class_names)
 
 
 __all__ = ["cohort_rows", "multiclass_summary"]

@@ -105,7 +105,10 @@ def post(
         timings["cluster_stop_s"] = time.perf_counter() - mark
         mark = time.perf_counter()
         report.failures = failures
-        write_outputs(layout, report, plan, results, threshold_rows, previous)
+        superseded = previous or read_post_record(
+            layout.root, registered.model_id, params_hash, any_format=True
+        )
+        write_outputs(layout, report, plan, results, threshold_rows, superseded)
         timings["write_s"] = time.perf_counter() - mark
         log.info(
             "post %s: %d slides, %d failures (%s)",

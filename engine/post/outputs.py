@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from engine import __version__
 from engine.post.aggregate import cohort_rows
@@ -25,7 +24,7 @@ from engine.post.report import RESULT_TABLES, PostReport
 from engine.post.slide_task import STAGE, SlideResult
 from engine.store import FleetLayout
 from engine.store.atomic import atomic_write_bytes
-from engine.tables import FailureRecord, write_table_part
+from engine.tables import FailureRecord, read_part, write_table_part
 from engine.tables.schemas import TABLE_SCHEMAS
 
 
@@ -36,7 +35,7 @@ def _keyed(rows: Iterable[Mapping[str, Any]], keys: Mapping[str, Any]) -> list[d
 def _table_from_part(path: Path | None, name: str) -> pa.Table:
     if path is None:
         return TABLE_SCHEMAS[name].empty_table()
-    return pq.read_table(path, schema=TABLE_SCHEMAS[name])
+    return read_part(path, name)
 
 
 def _read_back(

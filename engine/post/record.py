@@ -16,7 +16,9 @@ from engine.post.planning import plan_cohort, resolve_model
 from engine.post.report import COHORT_SLIDE_ID
 from engine.store import FleetLayout
 
-RECORD_FORMAT = 1
+RECORD_FORMAT = 2
+"""2: cohort rows carry ``n_slides_without_truth``; a format-1 run is recomputed (and its parts
+removed as superseded), never read back."""
 
 
 def record_path(layout: FleetLayout, model_id: str, params_hash: str) -> Path:
@@ -24,14 +26,21 @@ def record_path(layout: FleetLayout, model_id: str, params_hash: str) -> Path:
     return layout.tables_dir / "_post" / model_id / f"{params_hash}.json"
 
 
-def read_post_record(root: Path | str, model_id: str, params_hash: str) -> dict[str, Any] | None:
-    """The completion record of the last complete post run, or ``None``."""
+def read_post_record(
+    root: Path | str, model_id: str, params_hash: str, *, any_format: bool = False
+) -> dict[str, Any] | None:
+    """The completion record of the last complete post run, or ``None``.
+
+    ``any_format``: a record of an older format too (to know which parts it supersedes).
+    """
     path = record_path(FleetLayout(Path(root)), model_id, params_hash)
     try:
         record = json.loads(path.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
-    return record if isinstance(record, dict) and record.get("format") == RECORD_FORMAT else None
+    if not isinstance(record, dict):
+        return None
+    return record if any_format or record.get("format") == RECORD_FORMAT else None
 
 
 def record_is_current(

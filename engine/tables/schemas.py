@@ -2,13 +2,36 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from typing import Any
 
 import pyarrow as pa
 
+from engine.metrics.cohort import ALL, BURDEN_LABELS
 
-def _field(name: str, type_: pa.DataType, description: str, *, nullable: bool = False) -> pa.Field:
-    return pa.field(name, type_, nullable=nullable, metadata={"description": description})
+LABELS_KEY = b"labels"
+"""Field metadata key of a coded column's labels: a JSON object, key -> what it means."""
+
+
+def _field(
+    name: str,
+    type_: pa.DataType,
+    description: str,
+    *,
+    nullable: bool = False,
+    labels: Mapping[str, str] | None = None,
+) -> pa.Field:
+    metadata = {"description": description}
+    if labels is not None:
+        metadata[LABELS_KEY.decode()] = json.dumps(dict(labels), ensure_ascii=False)
+    return pa.field(name, type_, nullable=nullable, metadata=metadata)
+
+
+def field_labels(field: pa.Field) -> dict[str, str]:
+    """The labels of a coded column (``{}`` when it has none)."""
+    raw = (field.metadata or {}).get(LABELS_KEY)
+    return dict(json.loads(raw)) if raw else {}
 
 
 PROVENANCE_FIELDS = [
@@ -111,7 +134,7 @@ POST_SLIDES_SCHEMA = pa.schema(
         _field("has_ground_truth", pa.bool_(), "Whether an annotation label exists for the slide."),
         _field("truth_px", pa.int64(), "Ground-truth tumour pixels on tissue.", nullable=True),
         _field("truth_pct_of_tissue", pa.float64(), "Ground-truth tumour as % of tissue.", nullable=True),
-        _field("burden_stratum", pa.string(), "Ground-truth burden: macro >2%, small 0.4-2%, micro <0.4%, none.", nullable=True),
+        _field("burden_stratum", pa.string(), "Ground-truth tumour burden stratum (share of tissue that is tumour); keys in labels; null without ground truth.", nullable=True, labels=BURDEN_LABELS),
         _field("tp", pa.int64(), "True-positive pixels.", nullable=True),
         _field("fp", pa.int64(), "False-positive pixels.", nullable=True),
         _field("fn", pa.int64(), "False-negative pixels.", nullable=True),
@@ -181,11 +204,12 @@ COHORT_SCHEMA = pa.schema(
         *_POST_KEYS,
         _field("scope", pa.string(), "all, a split, a burden stratum, or split x stratum."),
         _field("split", pa.string(), "Split of the scope ('all' when not restricted)."),
-        _field("burden", pa.string(), "Burden stratum of the scope ('all' when not restricted)."),
+        _field("burden", pa.string(), "Burden stratum of the scope ('all' when not restricted); keys in labels.", labels={**BURDEN_LABELS, ALL: "every stratum"}),
         _field("statistic", pa.string(), "e.g. micro_iou, macro_dice, median_iou, n_case_fp_only."),
         _field("value", pa.float64(), "Value; null when undefined for every slide.", nullable=True),
-        _field("n_slides", pa.int64(), "Slides in the scope."),
-        _field("n_undefined", pa.int64(), "Slides whose per-slide value was undefined."),
+        _field("n_slides", pa.int64(), "Slides the scope covers, with or without ground truth."),
+        _field("n_slides_without_truth", pa.int64(), "Of those, slides without ground truth: they enter no figure (0 in a burden scope)."),
+        _field("n_undefined", pa.int64(), "Slides with ground truth whose per-slide value was undefined (left out of macro / median)."),
         *PROVENANCE_FIELDS,
     ]
 )
@@ -242,15 +266,42 @@ TABLE_SCHEMAS: dict[str, pa.Schema] = {
 VIEW_SCHEMAS: dict[str, pa.Schema] = {"failures_view": FAILURES_VIEW_SCHEMA}
 
 
-def schema_to_json(schema: pa.Schema) -> dict[str, Any]:
+TABLE_PARTITIONS: dict[str, tuple[str, ...]] = {
+    "failures": ("stage",),
+    "ingested": (),
+    "inferred": ("model_id",),
+    "slides": ("model_id",),
+    "regions": ("model_id",),
+    "thresholds": ("model_id",),
+    "cohort": ("model_id",),
+    "qc": (),
+}
+"""Hive partition keys of each table (``<table>/<key>=<value>/part-*.parquet``).
+
+A partition key lives in the directory name only, never inside the files, so any hive-aware
+reader (``pd.read_parquet(dir)``, polars, DuckDB, ``pyarrow.dataset``) gets it exactly once.
+"""
+
+
+def file_schema(table_name: str) -> pa.Schema:
+    """The schema of one part file: the table's schema without its partition keys."""
+    schema = TABLE_SCHEMAS[table_name]
+    for key in TABLE_PARTITIONS.get(table_name, ()):
+        schema = schema.remove(schema.get_field_index(key))
+    return schema
+
+
+def schema_to_json(schema: pa.Schema, partitioned_by: tuple[str, ...] = ()) -> dict[str, Any]:
     """A stable JSON description of an Arrow schema (the checked-in contract)."""
     return {
+        "partitioned_by": list(partitioned_by),
         "fields": [
             {
                 "name": field.name,
                 "type": str(field.type),
                 "nullable": field.nullable,
                 "description": (field.metadata or {}).get(b"description", b"").decode(),
+                **({"labels": labels} if (labels := field_labels(field)) else {}),
             }
             for field in schema
         ]

@@ -1,4 +1,12 @@
-"""Write and read Parquet table parts, validating rows against the declared schema."""
+"""Write and read Parquet table parts, validating rows against the declared schema.
+
+A table is a hive-partitioned directory, ``<table>/<key>=<value>/part-<run>-<token>.parquet``
+(keys in :data:`~engine.tables.schemas.TABLE_PARTITIONS`). The partition key is written in the
+directory name only, never inside the files, so ``pd.read_parquet("tables/slides")`` with
+pandas' defaults (and polars / DuckDB with hive partitioning) reads each column exactly once.
+:func:`read_table` and :func:`read_part` give the table's full declared schema back, partition
+keys included (as strings, whatever they look like).
+"""
 
 from __future__ import annotations
 
@@ -14,7 +22,7 @@ import pyarrow.parquet as pq
 
 from engine import __version__
 from engine.errors import OutputWriteError, SlideFleetError
-from engine.tables.schemas import TABLE_SCHEMAS
+from engine.tables.schemas import TABLE_PARTITIONS, TABLE_SCHEMAS, file_schema
 
 
 class TableSchemaError(SlideFleetError, TypeError):
@@ -44,25 +52,37 @@ def write_table_part(
 ) -> Path | None:
     """Append one Parquet part to ``tables_dir/table_name`` (hive partitions), atomically.
 
-    Provenance columns (run_id, engine_version, written_at) are filled in when absent.
-    Returns the part's path, or ``None`` when there were no rows.
+    ``partition`` gives the value of each of the table's partition keys (all of them); rows may
+    carry the key too (it must then equal the partition's value) but it is written only in the
+    directory name. Provenance columns (run_id, engine_version, written_at) are filled in when
+    absent. Returns the part's path, or ``None`` when there were no rows.
     """
     if not rows:
         return None
     schema = TABLE_SCHEMAS[table_name]
+    partition = _check_partition(table_name, partition or {})
     now = dt.datetime.now(dt.UTC)
     filled = [
-        {"run_id": run_id, "engine_version": __version__, "written_at": now, **row} for row in rows
+        {"run_id": run_id, "engine_version": __version__, "written_at": now, **row, **partition}
+        for row in rows
     ]
+    for index, row in enumerate(rows):
+        clash = {k: row[k] for k in partition if k in row and row[k] != partition[k]}
+        if clash:
+            raise TableSchemaError(
+                f"table {table_name!r} row {index}: {clash} disagrees with its partition {partition}"
+            )
     _validate_keys(table_name, schema, filled)
+    stored = file_schema(table_name)
     try:
         table = pa.Table.from_pylist(filled, schema=schema)
         table = table.cast(schema)  # enforces nullability too
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise TableSchemaError(f"table {table_name!r}: rows do not fit the schema: {exc}") from exc
+    table = table.select(stored.names).cast(stored)
     directory = Path(tables_dir) / table_name
-    for key, value in (partition or {}).items():
-        directory = directory / f"{key}={value}"
+    for key in TABLE_PARTITIONS.get(table_name, ()):
+        directory = directory / f"{key}={partition[key]}"
     token = uuid.uuid4().hex[:12]
     final_path = directory / f"part-{run_id}-{token}.parquet"
     tmp_path = directory / f".part-{run_id}-{token}.parquet.tmp"
@@ -80,11 +100,62 @@ def write_table_part(
     return final_path
 
 
+def _check_partition(table_name: str, partition: Mapping[str, str]) -> dict[str, str]:
+    keys = TABLE_PARTITIONS.get(table_name, ())
+    if set(partition) != set(keys):
+        raise TableSchemaError(
+            f"table {table_name!r} is partitioned by {list(keys)}, not {sorted(partition)}"
+        )
+    for key, value in partition.items():
+        text = str(value)
+        if not text or "/" in text or "=" in text or text.startswith("."):
+            raise TableSchemaError(f"table {table_name!r}: {key}={text!r} is not a directory name")
+    return {k: str(v) for k, v in partition.items()}
+
+
+def _partitioning(table_name: str) -> ds.Partitioning | None:
+    keys = TABLE_PARTITIONS.get(table_name, ())
+    if not keys:
+        return None
+    return ds.partitioning(pa.schema([(k, pa.string()) for k in keys]), flavor="hive")
+
+
 def read_table(tables_dir: Path, table_name: str) -> pa.Table:
-    """Read every committed part of a table (hidden temporaries are ignored)."""
+    """Read every committed part of a table (hidden temporaries are ignored), declared schema.
+
+    Partition keys come from the directory names, typed as the schema declares (a model_id of
+    digits stays a string). Parts written before the keys left the files are read too.
+    """
     directory = Path(tables_dir) / table_name
     schema = TABLE_SCHEMAS[table_name]
     if not directory.exists():
         return schema.empty_table()
-    dataset = ds.dataset(directory, format="parquet", partitioning="hive", exclude_invalid_files=True)
+    dataset = ds.dataset(
+        directory,
+        schema=schema,
+        format="parquet",
+        partitioning=_partitioning(table_name),
+        exclude_invalid_files=True,
+    )
     return dataset.to_table()
+
+
+def read_part(path: Path, table_name: str) -> pa.Table:
+    """One part file of a table, with its partition keys (from its directory names) put back."""
+    path = Path(path)
+    keys = TABLE_PARTITIONS.get(table_name, ())
+    values: dict[str, str] = {}
+    for directory in path.parents:
+        key, sep, value = directory.name.partition("=")
+        if sep and key in keys and key not in values:
+            values[key] = value
+    missing = [k for k in keys if k not in values]
+    if missing:
+        raise TableSchemaError(f"{path}: not under a {'/'.join(missing)}=... directory")
+    table = pq.read_table(path)
+    for key in keys:
+        if key in table.column_names:  # written before partition keys left the files
+            table = table.drop_columns([key])
+        table = table.append_column(key, pa.array([values[key]] * table.num_rows, pa.string()))
+    schema = TABLE_SCHEMAS[table_name]
+    return table.select(schema.names).cast(schema)

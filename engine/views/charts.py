@@ -8,12 +8,12 @@ from typing import Any
 
 import numpy as np
 
-from engine.metrics.cohort import BURDEN_STRATA
+from engine.metrics.cohort import BURDEN_LABELS, BURDEN_STRATA
 
 STRATUM_COLOURS = {
-    "macro >2%": "#1f77b4",
-    "small 0.4-2%": "#ff7f0e",
-    "micro <0.4%": "#2ca02c",
+    "high": "#1f77b4",
+    "low": "#ff7f0e",
+    "very_low": "#2ca02c",
     "none": "#7f7f7f",
 }
 OBJECTIVE_COLOURS = {"iou": "#1f77b4", "f1": "#ff7f0e", "youden": "#2ca02c"}
@@ -44,7 +44,10 @@ def iou_distribution(values_by_stratum: Mapping[str, Sequence[float]]) -> bytes:
             data,
             bins=bins,
             stacked=True,
-            label=[f"{s} (n={len(d)})" for s, d in zip(strata, data, strict=True)],
+            label=[
+                f"{s}: {BURDEN_LABELS.get(s, s)} (n={len(d)})"
+                for s, d in zip(strata, data, strict=True)
+            ],
             color=[STRATUM_COLOURS.get(s, "#9467bd") for s in strata],
             edgecolor="white",
         )

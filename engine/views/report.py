@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.metrics.cohort import BURDEN_STRATA, cohort_summary
+from engine.metrics.cohort import BURDEN_LABELS, BURDEN_STRATA, cohort_summary, headline_split
 from engine.views import charts
 
 SUMMARY_STATISTICS: tuple[tuple[str, str], ...] = (
@@ -136,8 +136,7 @@ def _statistics(
 
 
 def _headline_split(cohort: Sequence[Mapping[str, Any]]) -> str:
-    splits = {r["split"] for r in cohort}
-    return "test" if "test" in splits else "all"
+    return headline_split(cohort)
 
 
 def _summary_section(inputs: ReportInputs, cohort: list[dict[str, Any]]) -> str:
@@ -156,7 +155,12 @@ def _summary_section(inputs: ReportInputs, cohort: list[dict[str, Any]]) -> str:
         if row is None:
             continue
         undefined = row.get("n_undefined") or 0
-        note = f"n = {row['n_slides']}" + (f", {undefined} undefined" if undefined else "")
+        without = row.get("n_slides_without_truth") or 0
+        note = (
+            f"n = {row['n_slides'] - without}"
+            + (f", {undefined} undefined" if undefined else "")
+            + (f"; {without} without ground truth" if without else "")
+        )
         cards.append(
             f'<div class="card" data-statistic="{_e(key)}"><div class="value">{_fmt(row["value"])}</div>'
             f'<div class="label">{_e(label)}</div><div class="n">{_e(note)}</div></div>'
@@ -207,7 +211,8 @@ def _summary_section(inputs: ReportInputs, cohort: list[dict[str, Any]]) -> str:
             }
         )
     strata_body = "".join(
-        f"<tr><th scope=row>{_e(r['burden'])}</th><td class=num>{r['n_slides']}</td>"
+        f"<tr><th scope=row title=\"{_e(r['burden'])}\">{_e(_burden_label(r['burden']))}</th>"
+        f"<td class=num>{r['n_slides']}</td>"
         f"<td class=num>{_fmt(r['micro_iou'])}</td><td class=num>{_fmt(r['macro_iou'])}</td>"
         f"<td class=num>{_fmt(r['macro_dice'])}</td><td class=num>{_fmt(r['macro_recall'])}</td>"
         f"<td class=num>{_count(r['n_case_fn_only'])}</td><td class=num>{_count(r['n_case_fp_only'])}</td></tr>"
@@ -237,6 +242,12 @@ def _summary_section(inputs: ReportInputs, cohort: list[dict[str, Any]]) -> str:
         f"<h3>By split</h3>{split_table}"
         f'<h3>By tumour burden</h3><div class="pair">{strata_table}{strata_chart}</div></section>'
     )
+
+
+def _burden_label(burden: str) -> str:
+    """A burden stratum key with what it means, e.g. ``high (tumour > 2 % of tissue)``."""
+    label = BURDEN_LABELS.get(burden)
+    return f"{burden} ({label})" if label else burden
 
 
 def _distribution_section(inputs: ReportInputs) -> str:
