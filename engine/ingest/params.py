@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
-
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from engine.store.keys import content_hash
 from engine.tissue import TissueParams
 
 
@@ -58,5 +56,4 @@ class IngestParams(BaseModel):
     def output_hash(self) -> str:
         """Hash of everything that changes the store's content (``block_px`` does not)."""
         payload = self.model_dump(exclude={"block_px"})
-        canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+        return content_hash(payload)
