@@ -59,3 +59,11 @@ class ModelOutputInvalid(SlideFleetError, ValueError):
 
 class WorkerDied(SlideFleetError, RuntimeError):
     """A Ray worker died and its retries were exhausted."""
+
+
+class DeviceUnavailable(SlideFleetError, RuntimeError):
+    """``infer.device: gpu`` on a cluster that has no GPU and whose autoscaler cannot add one."""
+
+
+class PlacementTimeout(SlideFleetError, TimeoutError):
+    """No scoring actor could be placed in time; the message names the resources that were missing."""

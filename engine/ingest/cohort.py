@@ -32,6 +32,7 @@ class IngestReport:
     run_id: str
     results: list[IngestResult] = field(default_factory=list)
     failures: list[FailureRecord] = field(default_factory=list)
+    node_loss_resubmits: int = 0
 
     @property
     def converted(self) -> list[IngestResult]:
@@ -60,7 +61,14 @@ def _convert_or_fail(entry: SlideEntry, layout: FleetLayout, params: IngestParam
         return FailureRecord.from_exception("ingest", entry.slide_id, exc, source_path=str(entry.path))
 
 
-_convert_task = ray.remote(num_cpus=1, max_retries=1)(_convert_or_fail)
+# SPREAD: slides go to every node's CPUs, not first to the head's. One automatic retry covers a
+# worker crash; a node lost mid-task (spot reclaim) is resubmitted by the driver on top of that.
+_convert_task = ray.remote(num_cpus=1, max_retries=1, scheduling_strategy="SPREAD")(_convert_or_fail)
+NODE_LOSS_RESUBMITS = 3
+
+
+def _dead_nodes() -> set[str]:
+    return {n["NodeID"] for n in ray.nodes() if not n.get("Alive")}
 
 
 def ingest(
@@ -92,15 +100,24 @@ def ingest(
 
     if entries:
         ensure_ray(address, num_cpus=num_cpus)
-        pending = {_convert_task.remote(e, layout, params): e for e in entries}
+        dead = _dead_nodes()
+        pending = {_convert_task.remote(e, layout, params): (e, dead, 0) for e in entries}
         with tqdm(total=len(entries), desc="ingest", unit="slide", disable=not progress) as bar:
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)
-                entry = pending.pop(done[0])
+                entry, dead_before, resubmits = pending.pop(done[0])
                 try:
                     outcome = ray.get(done[0])
                 except (ray.exceptions.RayTaskError, ray.exceptions.WorkerCrashedError,
                         ray.exceptions.RayError) as exc:
+                    dead_now = _dead_nodes()
+                    if not isinstance(exc, ray.exceptions.RayTaskError) and dead_now - dead_before \
+                            and resubmits < NODE_LOSS_RESUBMITS:
+                        # A node died while this slide was converting: its work, not the slide, is lost.
+                        log.warning("a node was lost while converting %s; converting it again", entry.slide_id)
+                        report.node_loss_resubmits += 1
+                        pending[_convert_task.remote(entry, layout, params)] = (entry, dead_now, resubmits + 1)
+                        continue
                     outcome = FailureRecord.from_exception(
                         "ingest", entry.slide_id,
                         WorkerDied(f"the worker converting this slide died ({type(exc).__name__}); "
