@@ -131,7 +131,16 @@ def _job_overrides(args: argparse.Namespace) -> dict[str, object]:
         "demo_models": True if getattr(args, "demo_models", False) else None,
         "views": False if getattr(args, "no_views", False) else None,
         "strict": True if getattr(args, "strict", False) else None,
+        "retry_failed": True if getattr(args, "retry_failed", False) else None,
     }
+
+
+def _print_not_retried(known: dict[str, dict[str, str]]) -> None:
+    for stage, slides in sorted(known.items()):
+        print(f"\n{len(slides)} slide(s) not retried at {stage}: their last attempt failed on the same inputs "
+              "(--retry-failed retries them; a changed slide is retried by itself):")
+        for slide_id, error in sorted(slides.items()):
+            print(f"  {slide_id}: {error}")
 
 
 def _print_cohort_summary(result) -> None:  # noqa: ANN001 - CohortResult
@@ -167,6 +176,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     result = score_cohort(config=job, progress=not args.quiet)
     _print_cohort_summary(result)
     _print_failures(result.failures)
+    _print_not_retried(result.known_failures)
     return 1 if (job.strict and result.failures) else 0
 
 
@@ -182,7 +192,8 @@ def _cmd_reprocess(args: argparse.Namespace) -> int:
         stored = load_fleet_state(FleetLayout(Path(args.root))).model_dump(mode="json")
         changed = load_job_config(args.config, {"root": args.root}).model_dump(mode="json", exclude_unset=True)
         job = JobConfig.model_validate({**stored, **changed})
-    plan, result = reprocess(Path(args.root), config=job, dry_run=args.dry_run, progress=not args.quiet)
+    plan, result = reprocess(Path(args.root), config=job, dry_run=args.dry_run, progress=not args.quiet,
+                             retry_failed=True if args.retry_failed else None)
     print(("plan (dry run):\n" if args.dry_run else "plan:\n") + plan.describe())
     if result is not None:
         _print_cohort_summary(result)
@@ -366,6 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--demo-models", action="store_true", help="train and register the demo models first")
     run.add_argument("--no-views", action="store_true", help="skip heatmaps and the report")
     run.add_argument("--strict", action="store_true", help="exit 1 if any slide failed any stage")
+    run.add_argument("--retry-failed", action="store_true",
+                     help="retry slides whose last attempt failed on the same inputs (default: skip them)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(handler=_cmd_run)
 
@@ -373,6 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
     reprocess.add_argument("--root", required=True, help="fleet root folder (made by `slidefleet run`)")
     reprocess.add_argument("--config", default=None, help="changed job config (its stage sections replace the stored ones)")
     reprocess.add_argument("--dry-run", action="store_true", help="print the plan only")
+    reprocess.add_argument("--retry-failed", action="store_true",
+                           help="retry slides whose last attempt failed on the same inputs (default: skip them)")
     reprocess.add_argument("--quiet", action="store_true", help="no progress bars")
     reprocess.set_defaults(handler=_cmd_reprocess)
 

@@ -21,7 +21,8 @@ def reprocess_job(args: argparse.Namespace) -> int:
 
     if args.address:  # otherwise RAY_ADDRESS (set by Ray Jobs) or the address stored with the job
         ensure_ray(args.address)
-    plan, result = reprocess(Path(args.root), dry_run=args.dry_run, progress=args.progress)
+    plan, result = reprocess(Path(args.root), dry_run=args.dry_run, progress=args.progress,
+                             retry_failed=True if args.retry_failed else None)
     print(("plan (dry run):\n" if args.dry_run else "plan:\n") + plan.describe())
     if result is None:
         if not args.dry_run:
@@ -36,6 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = make_parser("Recompute the stale outputs of a fleet root on Ray.")
     parser.add_argument("--root", required=True, help="fleet root made by score_cohort")
     parser.add_argument("--dry-run", action="store_true", help="print the plan only")
+    parser.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="retry slides whose last attempt failed on the same inputs (default: skip them)",
+    )
     return run(reprocess_job, parser, argv)
 
 

@@ -29,6 +29,7 @@ def score_cohort_job(args: argparse.Namespace) -> int:
             "demo_models": args.demo_models or None,
             "views": False if args.no_views else None,
             "strict": args.strict or None,
+            "retry_failed": args.retry_failed or None,
         },
     )
     result = score_cohort(config=job, progress=args.progress)
@@ -55,6 +56,11 @@ def main(argv: list[str] | None = None) -> int:
         "--demo-models", action="store_true", help="train and register the demo models first"
     )
     parser.add_argument("--no-views", action="store_true", help="skip heatmaps and the report")
+    parser.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="retry slides whose last attempt failed on the same inputs (default: skip them)",
+    )
     return run(score_cohort_job, parser, argv)
 
 

@@ -12,7 +12,9 @@ row (slide_id ``*``) goes to failures; slides are then thresholded at
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from dask import delayed
@@ -23,7 +25,10 @@ from engine.post.params import PostParams
 from engine.post.planning import task_key
 from engine.post.report import COHORT_SLIDE_ID, PostReport
 from engine.post.slide_task import STAGE, SlidePlan, SweepPart, sum_sweeps, sweep_task
+from engine.post.threshold_store import store_fitted_threshold, threshold_without_calibration
 from engine.tables import FailureRecord
+
+log = logging.getLogger(__name__)
 
 _REDUCE_FAN_IN = 8
 
@@ -112,7 +117,19 @@ def fit_pass(
     report.calibration_slide_ids = sorted(summed.slide_ids)
     if reason is None:
         report.threshold, report.threshold_objective = fitted[params.objective], params.objective
+        report.threshold_source = {"kind": "calibration_fit", "calibration_split": params.calibration_split,
+                                   "n_slides": len(report.calibration_slide_ids)}
+        store_fitted_threshold(report.model, params, threshold=report.threshold, fitted_thresholds=fitted,
+                               calibration_slide_ids=report.calibration_slide_ids,
+                               fleet_root=Path(plans[0].slide_store).parent.parent, run_id=report.run_id)
         return threshold_rows(summed, params, fitted)
+    found = threshold_without_calibration(report.model, params)
+    if found is not None:
+        report.threshold, report.threshold_objective, source = found
+        report.threshold_source = {**source, "why": reason}
+        log.info("post %s: %s; using the threshold %s from %s", report.model.ref, reason, report.threshold,
+                 source["kind"])
+        return []
     fallback = params.fallback_threshold
     note = (
         f"; slides are thresholded at the fallback {fallback}"
