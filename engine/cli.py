@@ -292,7 +292,8 @@ def _cmd_split(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from engine.bench import run_benchmark
 
-    return run_benchmark(args.stage, Path(args.workdir) if args.workdir else None, quick=args.quick)
+    return run_benchmark(args.stage, Path(args.workdir) if args.workdir else None, quick=args.quick,
+                         slides=args.slides)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -424,7 +425,10 @@ def build_parser() -> argparse.ArgumentParser:
     split.set_defaults(handler=_cmd_split)
 
     bench = commands.add_parser("bench", help="measure a stage against its floor (prints ratios)")
-    bench.add_argument("stage", choices=["ingest", "infer", "post", "qc"], help="stage to benchmark")
+    bench.add_argument("stage", choices=["ingest", "infer", "post", "qc", "cohort"],
+                       help="stage to benchmark (cohort: a whole run, streamed vs staged)")
+    bench.add_argument("--slides", type=int, nargs="+", default=None,
+                       help="cohort: slide counts to run (default 10 100; --quick 10)")
     bench.add_argument("--workdir", default=None, help="where to write generated slides (default: a temp dir)")
     bench.add_argument("--quick", action="store_true", help="smaller slides (a smoke run)")
     bench.set_defaults(handler=_cmd_bench)

@@ -77,7 +77,7 @@ def test_reprocess_of_an_unchanged_fleet_with_failures_is_a_no_op(fleet) -> None
     plan = plan_reprocess(root)
     assert plan.is_empty, plan.describe()
     assert set(plan.not_retried["ingest"]) == {"broken"}
-    assert set(plan.not_retried["infer:nan"]) == {f"synth_00{i}" for i in range(4)}
+    assert set(plan.not_retried["infer:nan:1"]) == {f"synth_00{i}" for i in range(4)}
     assert "not retried" in plan.describe()
     # From cron: another working directory, the absolute root, the job entrypoint.
     output = subprocess.run([sys.executable, str(Path(__file__).parents[1] / "jobs" / "reprocess.py"),

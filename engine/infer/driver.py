@@ -26,6 +26,7 @@ from engine import __version__
 from engine.cluster import ensure_ray
 from engine.errors import ConfigError, NoTissue, SlideFleetError, StoreIncomplete, WorkerDied
 from engine.infer.actor import ScoringActor, UnitJob, UnitStats
+from engine.infer.feed import SlideFeed
 from engine.infer.params import InferParams
 from engine.infer.plan import TileGeometry, WorkUnit, plan_units, tile_geometry, tissue_tiles
 from engine.infer.prediction_store import (
@@ -86,6 +87,7 @@ class InferReport:
     tiles: int = 0
     unit_retries: int = 0
     actor_replacements: int = 0
+    first_commit_s: float | None = None  # call start -> first prediction committed
     scoring_seconds: float = 0.0  # first unit dispatched -> last unit done (no start-up)
 
     @property
@@ -216,6 +218,8 @@ def infer(
     run_id: str | None = None,
     on_unit_done: Callable[[UnitStats, list[Any]], None] | None = None,
     retry_failed: bool = True,
+    feed: SlideFeed | None = None,
+    on_slide: Callable[[str, str], None] | None = None,
 ) -> InferReport:
     """Score every ingested slide (or ``slide_ids``) with ``model`` (``name[:version]``).
 
@@ -225,6 +229,11 @@ def infer(
     A slide that fails leaves a marker with its prediction key; with ``retry_failed=False`` a
     slide whose last attempt failed on the same key is not tried again (``known_failures``).
     Each commit writes its ``inferred`` row at once, so a killed run's commits are recorded.
+
+    Streaming: with ``feed`` the slides come from it as ingest commits them (``slide_ids`` is
+    ignored); the actors start at once and stay up until the feed is closed and drained.
+    ``on_slide(slide_id, outcome)`` is told each slide's outcome as it happens: ``committed``,
+    ``skipped`` (already complete), ``not_retried`` or ``failed``.
     """
     params = params or InferParams()
     layout = FleetLayout(Path(root))
@@ -236,7 +245,13 @@ def infer(
     jobs: list[SlideJob] = []
     queue: deque[tuple[SlideJob, WorkUnit]] = deque()
     record_committed_predictions(layout, registered.model_id, run_id=report.run_id)
-    for store_path in _list_slide_stores(layout, slide_ids):
+
+    def tell(slide_id: str, outcome: str) -> None:
+        if on_slide is not None:
+            on_slide(slide_id, outcome)
+
+    def plan(store_path: Path) -> SlideJob | None:
+        """Plan one slide's units (queued); None when it is skipped or fails here."""
         slide_id = store_path.name.removesuffix(".ome.zarr")
         key: dict[str, Any] | None = None
         try:
@@ -245,26 +260,30 @@ def infer(
             key = prediction_key(store, registered, params)
             if is_complete(final_path, key):
                 report.skipped.append(store.slide_id)
-                continue
+                tell(store.slide_id, "skipped")
+                return None
             marker = failure_marker(layout.root, "infer", store.slide_id, registered.model_id)
             known = None if retry_failed else failed_before(marker, key)
             if known is not None:
                 report.known_failures[store.slide_id] = f"{known['error_type']}: {known['message']}"
-                continue
+                tell(store.slide_id, "not_retried")
+                return None
             geometry, units = _plan_slide(store, registered, params)
             if not units:
                 raise NoTissue(f"no tile of slide {store.slide_id} at {registered.card.mpp} µm/px touches tissue.")
             partial, done = open_or_create_partial(final_path, key, geometry, channel_names)
         except StoreIncomplete as exc:
             report.failures.append(FailureRecord.from_exception("infer", slide_id, exc, model_id=registered.model_id))
-            continue
+            tell(slide_id, "failed")
+            return None
         except SlideFleetError as exc:
             report.failures.append(FailureRecord.from_exception("infer", slide_id, exc, model_id=registered.model_id,
                                                                 source_path=str(store_path)))
             if key is not None:
                 record_failure(failure_marker(layout.root, "infer", slide_id, registered.model_id), key,
                                error_type=type(exc).__name__, message=str(exc), run_id=report.run_id)
-            continue
+            tell(slide_id, "failed")
+            return None
         job = SlideJob(store, final_path, partial, key, geometry, len(units), sum(u.n_tiles for u in units))
         for unit in units:
             if unit.key in done:
@@ -273,9 +292,13 @@ def infer(
             else:
                 queue.append((job, unit))
         jobs.append(job)
+        return job
+
+    for store_path in [] if feed is not None else _list_slide_stores(layout, slide_ids):
+        plan(store_path)
 
     total_tiles = sum(j.tiles_total - j.tiles_done for j in jobs)
-    if jobs:
+    if jobs or feed is not None:
         ensure_ray(address)
         count, options = _actor_count(params)
         actor_cls = ray.remote(ScoringActor)
@@ -320,9 +343,11 @@ def infer(
                 result=result,
             )
             report.scored.append(result)
+            report.first_commit_s = report.first_commit_s or time.perf_counter() - started
             write_table_part(layout.tables_dir, "inferred", [_inferred_row(result)],
                              partition={"model_id": registered.model_id}, run_id=report.run_id)
             clear_failure(failure_marker(layout.root, "infer", job.slide_id, registered.model_id))
+            tell(job.slide_id, "committed")
 
         def fail(job: SlideJob, error: BaseException) -> None:
             if not job.failed:
@@ -331,13 +356,20 @@ def infer(
                     "infer", job.slide_id, error, model_id=registered.model_id, source_path=str(job.store.path)))
                 record_failure(failure_marker(layout.root, "infer", job.slide_id, registered.model_id), job.key,
                                error_type=type(error).__name__, message=str(error), run_id=report.run_id)
+                tell(job.slide_id, "failed")
 
         for job in jobs:  # slides whose units were all done before a crash
             commit_if_done(job)
 
         first_dispatch: float | None = None
-        with tqdm(total=total_tiles, desc=f"infer {registered.ref}", unit="tile", disable=not progress) as bar:
-            while queue or in_flight:
+        with tqdm(total=None if feed is not None else total_tiles, desc=f"infer {registered.ref}", unit="tile",
+                  disable=not progress) as bar:
+            while queue or in_flight or (feed is not None and not feed.exhausted):
+                if feed is not None:  # streaming: plan the stores committed since the last unit
+                    for store_path in feed.drain(block=not queue and not in_flight):
+                        job = plan(store_path)
+                        if job is not None:
+                            commit_if_done(job)
                 while queue and min(load) < params.in_flight_per_actor:
                     job, unit = queue.popleft()
                     if job.failed:
@@ -352,7 +384,10 @@ def infer(
                     job.in_flight += 1
                 if not in_flight:
                     continue
-                (ref,), _ = ray.wait(list(in_flight), num_returns=1)
+                ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=None if feed is None else 0.5)
+                if not ready:
+                    continue
+                (ref,) = ready
                 index, job, unit = in_flight.pop(ref)
                 load[index] -= 1
                 job.in_flight -= 1

@@ -132,6 +132,63 @@ def record_views(layout: FleetLayout, model_id: str, key: dict[str, Any]) -> Non
     atomic_write_bytes(layout.views_dir / model_id / VIEWS_RECORD, json.dumps(key, indent=2).encode())
 
 
+def record_ingest(record: RunRecord, report: Any, seconds: float) -> None:
+    """The ingest stage and per-slide telemetry in the run record."""
+    megapixels = sum(r.width_px * r.height_px for r in report.converted) / 1e6
+    record.stage("ingest", seconds=seconds, converted=len(report.converted), skipped=len(report.skipped),
+                 failed=len(report.failures), not_retried=len(report.known_failures), megapixels=megapixels,
+                 megapixels_per_s=megapixels / seconds if seconds else None)
+    for result in report.results:
+        record.slide(result.slide_id, "ingest", seconds=result.seconds, skipped=result.skipped,
+                     megapixels=result.width_px * result.height_px / 1e6,
+                     cpu_seconds=result.cpu_seconds, peak_rss_mib=result.peak_rss_mib)
+    if report.known_failures:
+        record.not_retried["ingest"] = dict(report.known_failures)
+
+
+def record_infer(record: RunRecord, ref: str, model_id: str, inferred: Any, seconds: float) -> None:
+    """One model's infer stage and per-slide telemetry in the run record."""
+    record.stage(f"infer:{ref}", seconds=seconds, tiles=inferred.tiles,
+                 tiles_per_s=inferred.tiles_per_second, steady_tiles_per_s=inferred.steady_tiles_per_second,
+                 scored=len(inferred.scored), skipped=len(inferred.skipped), failed=len(inferred.failures),
+                 not_retried=len(inferred.known_failures), actors=inferred.actors, model_id=model_id)
+    for scored in inferred.scored:
+        io_and_compute = scored["read_seconds"] + scored["model_seconds"]
+        record.slide(scored["slide_id"], f"infer:{ref}", seconds=scored["seconds"],
+                     tiles=scored["tiles"], tiles_per_s=scored["tiles"] / scored["seconds"] if scored["seconds"] else None,
+                     read_seconds=scored["read_seconds"], model_seconds=scored["model_seconds"],
+                     io_fraction=scored["read_seconds"] / io_and_compute if io_and_compute else None)
+    if inferred.known_failures:
+        record.not_retried[f"infer:{ref}"] = dict(inferred.known_failures)
+
+
+def record_post(record: RunRecord, ref: str, posted: Any, seconds: float) -> None:
+    record.stage(f"post:{ref}", seconds=seconds, slides=posted.tables["slides"].num_rows, failed=len(posted.failures),
+                 reused=posted.reused, threshold=posted.threshold, threshold_objective=posted.threshold_objective,
+                 threshold_source=posted.threshold_source)
+
+
+def views_stage(config: JobConfig, root: Path, ref: str, model_id: str, posted: Any, record: RunRecord,
+                run_id: str) -> list[FailureRecord]:
+    """Render a model's views unless those of the same post run and view parameters exist."""
+    from engine.views import render_views
+
+    if not config.views:
+        return []
+    layout = FleetLayout(root)
+    key = views_key(posted.run_id, posted.params_hash, config.view)
+    if views_are_current(layout, model_id, key):
+        record.stage(f"views:{ref}", seconds=0.0, written=0, failed=0, up_to_date=True)
+        return []
+    started = time.perf_counter()
+    viewed = render_views(root, ref, params=config.view, run_id=run_id)
+    record.stage(f"views:{ref}", seconds=time.perf_counter() - started, written=len(viewed.paths),
+                 failed=len(viewed.failures))
+    if not viewed.failures:
+        record_views(layout, model_id, key)
+    return list(viewed.failures)
+
+
 def run_stages(
     config: JobConfig,
     *,
@@ -143,12 +200,11 @@ def run_stages(
     post_models: Sequence[str] | None = None,
     skip_ingest: bool = False,
 ) -> tuple[dict[str, str], list[FailureRecord]]:
-    """Run the stages the plan asks for; return {model ref: model_id} and all failures."""
+    """Run the stages the plan asks for, one after another; {model ref: model_id}, failures."""
     from engine.infer import infer
     from engine.ingest import ingest
     from engine.models import ModelRegistry, make_demo_models
     from engine.post import post
-    from engine.views import render_views
 
     assert config.root is not None
     root = Path(config.root)
@@ -160,17 +216,7 @@ def run_stages(
         report = ingest(Path(config.manifest), root, params=config.ingest, address=config.address,
                         slide_ids=ingest_slide_ids, progress=progress, run_id=run_id,
                         retry_failed=config.retry_failed)
-        if report.known_failures:
-            record.not_retried["ingest"] = dict(report.known_failures)
-        seconds = time.perf_counter() - started
-        megapixels = sum(r.width_px * r.height_px for r in report.converted) / 1e6
-        record.stage("ingest", seconds=seconds, converted=len(report.converted), skipped=len(report.skipped),
-                     failed=len(report.failures), megapixels=megapixels,
-                     megapixels_per_s=megapixels / seconds if seconds else None)
-        for result in report.results:
-            record.slide(result.slide_id, "ingest", seconds=result.seconds, skipped=result.skipped,
-                         megapixels=result.width_px * result.height_px / 1e6,
-                         cpu_seconds=result.cpu_seconds, peak_rss_mib=result.peak_rss_mib)
+        record_ingest(record, report, time.perf_counter() - started)
         failures += report.failures
 
     excluded = _qc_stage(config, root, run_id=run_id, record=record, progress=progress, failures=failures,
@@ -190,40 +236,15 @@ def run_stages(
             inferred = infer(root, registered.ref, params=config.infer, address=config.address,
                              slide_ids=slide_ids, progress=progress, run_id=run_id,
                              retry_failed=config.retry_failed)
-            if inferred.known_failures:
-                record.not_retried[f"infer:{registered.ref}"] = dict(inferred.known_failures)
-            record.stage(f"infer:{registered.ref}", seconds=time.perf_counter() - started, tiles=inferred.tiles,
-                         tiles_per_s=inferred.tiles_per_second, steady_tiles_per_s=inferred.steady_tiles_per_second,
-                         scored=len(inferred.scored), skipped=len(inferred.skipped), failed=len(inferred.failures),
-                         not_retried=len(inferred.known_failures),
-                         actors=inferred.actors, model_id=registered.model_id)
-            for scored in inferred.scored:
-                io_and_compute = scored["read_seconds"] + scored["model_seconds"]
-                record.slide(scored["slide_id"], f"infer:{registered.ref}", seconds=scored["seconds"],
-                             tiles=scored["tiles"], tiles_per_s=scored["tiles"] / scored["seconds"] if scored["seconds"] else None,
-                             read_seconds=scored["read_seconds"], model_seconds=scored["model_seconds"],
-                             io_fraction=scored["read_seconds"] / io_and_compute if io_and_compute else None)
+            record_infer(record, registered.ref, registered.model_id, inferred, time.perf_counter() - started)
             failures += inferred.failures
         if post_models is None or registered.ref in post_models:
             started = time.perf_counter()
             posted = post(root, registered.ref, params=config.post, dask_address=config.dask_address,
                           progress=progress, run_id=run_id)
-            record.stage(f"post:{registered.ref}", seconds=time.perf_counter() - started,
-                         slides=posted.tables["slides"].num_rows, failed=len(posted.failures),
-                         reused=posted.reused, threshold=posted.threshold,
-                         threshold_objective=posted.threshold_objective, threshold_source=posted.threshold_source)
+            record_post(record, registered.ref, posted, time.perf_counter() - started)
             failures += posted.failures
-            key = views_key(posted.run_id, posted.params_hash, config.view)
-            if config.views and views_are_current(FleetLayout(root), registered.model_id, key):
-                record.stage(f"views:{registered.ref}", seconds=0.0, written=0, failed=0, up_to_date=True)
-            elif config.views:
-                started = time.perf_counter()
-                viewed = render_views(root, registered.ref, params=config.view, run_id=run_id)
-                record.stage(f"views:{registered.ref}", seconds=time.perf_counter() - started,
-                             written=len(viewed.paths), failed=len(viewed.failures))
-                failures += viewed.failures
-                if not viewed.failures:
-                    record_views(FleetLayout(root), registered.model_id, key)
+            failures += views_stage(config, root, registered.ref, registered.model_id, posted, record, run_id)
     return model_ids, failures
 
 
@@ -293,7 +314,12 @@ def score_cohort(
     layout = FleetLayout(Path(job.root))
     run_id = run_id or new_run_id()
     record = RunRecord(run_id=run_id, config=job.model_dump(mode="json"))
-    model_ids, failures = run_stages(job, run_id=run_id, record=record, progress=progress)
+    if job.stream:
+        from engine.operate.stream import run_streaming
+
+        model_ids, failures = run_streaming(job, run_id=run_id, record=record, progress=progress)
+    else:
+        model_ids, failures = run_stages(job, run_id=run_id, record=record, progress=progress)
     save_fleet_state(layout, job)
     return finish_run(layout, job, record, model_ids, failures)
 
