@@ -314,7 +314,7 @@ def score_cohort(
     layout = FleetLayout(Path(job.root))
     run_id = run_id or new_run_id()
     record = RunRecord(run_id=run_id, config=job.model_dump(mode="json"))
-    if job.stream:
+    if job.stream and not (job.qc.enabled and job.qc.exclude):  # a QC gate needs the whole cohort first
         from engine.operate.stream import run_streaming
 
         model_ids, failures = run_streaming(job, run_id=run_id, record=record, progress=progress)

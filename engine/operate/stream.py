@@ -9,6 +9,10 @@
        ▼                                                   (fit once calibration is in, then
     views and the cohort tables when the last slide is done  each slide's pass at once)
 
+QC with ``qc.exclude`` gates slides out of inference on cohort-wide flags, so it needs every
+slide ingested before the first is scored: such a job runs stage after stage
+(:func:`engine.operate.pipeline.run_stages`). QC that only reports runs while the actors score.
+
 A slide that fails anywhere is told downstream as ``gone`` and the stream goes on without it.
 Backpressure: ingest blocks while a model's feed holds ``stream_queue`` stores, so memory and
 disk in flight stay flat whatever the cohort size. CPUs are split so ingest tasks and scoring
@@ -27,7 +31,7 @@ from typing import Any
 
 from engine.errors import ConfigError
 from engine.operate.config import JobConfig
-from engine.operate.pipeline import record_infer, record_ingest, record_post, views_stage
+from engine.operate.pipeline import _qc_stage, record_infer, record_ingest, record_post, views_stage
 from engine.operate.telemetry import RunRecord
 from engine.store import FleetLayout
 from engine.tables import FailureRecord
@@ -169,6 +173,11 @@ def run_streaming(
     finally:
         for stream in streams.values():
             stream.feed.close()
+    try:
+        # QC that reports but never gates (qc.exclude empty) runs while the actors score.
+        _qc_stage(config, root, run_id=run_id, record=record, progress=progress, failures=failures,
+                  skip_ingest=False)
+    finally:
         for stream in streams.values():
             assert stream.thread is not None
             stream.thread.join()
