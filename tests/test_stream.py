@@ -21,8 +21,11 @@ _VOLATILE = {"run_id", "written_at", "engine_version"}
 
 
 def _rows(table) -> list[dict]:  # noqa: ANN001 - pyarrow.Table
-    rows = [{k: v for k, v in r.items() if k not in _VOLATILE} for r in table.to_pylist()]
-    return sorted(rows, key=lambda r: r["slide_id"])
+    """Rows without provenance; floats compared to 1e-9 (BLAS threads may order sums differently)."""
+    rows = [{k: pytest.approx(v, rel=1e-9, abs=1e-12) if isinstance(v, float) else v
+             for k, v in r.items() if k not in _VOLATILE} for r in table.to_pylist()]
+    return sorted(rows, key=lambda r: (r.get("slide_id") or "", str(r.get("statistic")), str(r.get("scope")),
+                                       str(r.get("threshold"))))
 
 
 @pytest.fixture(scope="module")

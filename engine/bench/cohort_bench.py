@@ -61,7 +61,14 @@ def _worker(mode: str, manifest: Path, root: Path) -> None:
     model = _register_bench_model(root)
     with _TreeMonitor() as monitor:
         started = time.perf_counter()
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+        for attempt in range(3):  # a loaded machine can miss Ray's 30 s raylet start-up window
+            try:
+                ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+                break
+            except Exception:  # noqa: BLE001 - retried, then raised
+                ray.shutdown()
+                if attempt == 2:
+                    raise
         ray_start_s = time.perf_counter() - started
         job = JobConfig(manifest=str(manifest), root=str(root), models=[model], stream=(mode == "stream"))
         result = score_cohort(config=job, progress=False)

@@ -161,7 +161,7 @@ def run_streaming(
     try:
         report = ingest(Path(config.manifest), root, params=config.ingest, address=config.address,
                         progress=progress, run_id=run_id, retry_failed=config.retry_failed,
-                        first_split=config.post.calibration_split, max_in_flight=ingest_cpus + 1,
+                        first_split=config.post.calibration_split, max_in_flight=ingest_cpus,
                         on_slide=on_ingested)
         record_ingest(record, report, time.perf_counter() - started)
         failures += report.failures

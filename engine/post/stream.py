@@ -21,10 +21,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from engine.post.dask_cluster import _one_blas_thread
 from engine.post.fit import choose_threshold
 from engine.post.outputs import reuse, write_outputs
 from engine.post.params import PostParams
 from engine.post.planning import CohortPlan, plan_cohort, resolve_model
+from engine.post.planning import _positive_channel as positive_channel
 from engine.post.record import read_post_record, record_is_current, record_path
 from engine.post.report import PostReport
 from engine.post.slide_task import (
@@ -37,7 +39,7 @@ from engine.post.slide_task import (
     sweep_task,
 )
 from engine.runs import new_run_id
-from engine.store import FleetLayout
+from engine.store import FleetLayout, read_completion
 from engine.tables import FailureRecord
 
 log = logging.getLogger(__name__)
@@ -66,8 +68,12 @@ class PostStream:
             tables={}, record_path=record_path(self.layout, self.model.model_id, params_hash),
             scheduler="streamed: driver thread pool",
         )
+        self._channel = positive_channel(self.model, self.params)
         self._origin = clock_origin if clock_origin is not None else time.perf_counter()
         self._lock = threading.RLock()
+        # One BLAS thread while slides run here, as on a Dask worker (same sums, and faster).
+        self._blas = _one_blas_thread()
+        self._blas.__enter__()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"post-{self.model.name}")
         self._sweeps: dict[str, Future[SweepPart]] = {}
         self._slides: dict[str, Future[SlideResult | FailureRecord]] = {}
@@ -86,6 +92,21 @@ class PostStream:
     def _cohort(self) -> CohortPlan:
         return plan_cohort(self.layout, self.model, self.params)
 
+    def _plan_one(self, slide_id: str) -> SlidePlan | None:
+        """The slide's plan from its two completion records (``plan_cohort`` for one slide)."""
+        slide_path = self.layout.slide_store(slide_id)
+        prediction_path = self.layout.prediction_store(self.model.model_id, slide_id)
+        slide_record = read_completion(slide_path)
+        if slide_record is None or read_completion(prediction_path) is None:
+            return None
+        result = slide_record.get("result", {})
+        n_classes = len(self.model.card.class_names)
+        return SlidePlan(
+            slide_id=slide_id, slide_store=str(slide_path), prediction=str(prediction_path),
+            split=result.get("split"), label=result.get("label"), channel=self._channel, n_classes=n_classes,
+            multiclass=n_classes > 1 and self.model.card.kind != "anomaly_scorer",
+        )
+
     def _start(self) -> None:
         """On the first commit: sweep the calibration slides scored by earlier runs too."""
         if self._started:
@@ -99,7 +120,7 @@ class PostStream:
         """A prediction of this model committed (or a slide's prediction is known complete)."""
         with self._lock:
             self._start()
-            plan = next((p for p in self._cohort().plans if p.slide_id == slide_id), None)
+            plan = self._plan_one(slide_id)
             self._expected.discard(slide_id)
             if plan is None:
                 self._maybe_fit()
@@ -198,6 +219,7 @@ class PostStream:
             return self.report
         finally:
             self._pool.shutdown(wait=True)
+            self._blas.__exit__(None, None, None)
             self.report.seconds = time.perf_counter() - started
             self.report.timings = {"finish_s": self.report.seconds, "fit_at_s": self.fit_s or 0.0,
                                    "first_slide_row_at_s": self.first_result_s or 0.0}
