@@ -6,6 +6,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from engine.tables.slide_level_schemas import SLIDE_LEVEL_SCHEMAS
+
 
 def _field(name: str, type_: pa.DataType, description: str, *, nullable: bool = False) -> pa.Field:
     return pa.field(name, type_, nullable=nullable, metadata={"description": description})
@@ -222,6 +224,7 @@ TABLE_SCHEMAS: dict[str, pa.Schema] = {
     "cohort": COHORT_SCHEMA,
     "qc": QC_SCHEMA,
 }
+TABLE_SCHEMAS.update(SLIDE_LEVEL_SCHEMAS)
 
 
 def schema_to_json(schema: pa.Schema) -> dict[str, Any]:

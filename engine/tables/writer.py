@@ -41,15 +41,17 @@ def write_table_part(
     *,
     partition: Mapping[str, str] | None = None,
     run_id: str,
+    schema: pa.Schema | None = None,
 ) -> Path | None:
     """Append one Parquet part to ``tables_dir/table_name`` (hive partitions), atomically.
 
     Provenance columns (run_id, engine_version, written_at) are filled in when absent.
-    Returns the part's path, or ``None`` when there were no rows.
+    Returns the part's path, or ``None`` when there were no rows. ``schema`` replaces the
+    declared one for tables whose columns depend on the model (``prob_<class>`` columns).
     """
     if not rows:
         return None
-    schema = TABLE_SCHEMAS[table_name]
+    schema = schema or TABLE_SCHEMAS[table_name]
     now = dt.datetime.now(dt.UTC)
     filled = [
         {"run_id": run_id, "engine_version": __version__, "written_at": now, **row} for row in rows
