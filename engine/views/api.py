@@ -26,6 +26,7 @@ from engine.runs import new_run_id
 from engine.store import FleetLayout, read_completion
 from engine.store.atomic import atomic_write_bytes
 from engine.tables import FailureRecord, write_failures
+from engine.views.gallery_cohort import curation_sections, render_galleries
 from engine.views.inputs import (
     PostResults,
     completed_prediction_ids,
@@ -56,10 +57,11 @@ class ViewsReport:
     report: Path | None = None
     failures: list[FailureRecord] = field(default_factory=list)
     seconds: float = 0.0
+    galleries: list[Path] = field(default_factory=list)
 
     @property
     def paths(self) -> list[Path]:
-        found = [p for s in self.slides for p in s.paths]
+        found = [p for s in self.slides for p in s.paths] + self.galleries
         return found + ([self.report] if self.report is not None else [])
 
 
@@ -202,10 +204,31 @@ def render_views(
                 else:
                     result.slides.append(outcome)
                     _check_against_post(outcome, post)
+    galleries = render_galleries(
+        layout.root,
+        resolved.ref,
+        [s.slide_id for s in result.slides] if params.gallery_tiles else [],
+        settings,
+        lambda slide_id: _rule(post, slide_id, params),
+        post_params=post.params,
+        splits={str(r["slide_id"]): r.get("split") for r in post.slides},
+        run_id=result.run_id,
+    )
+    result.galleries = [g.gallery for g in galleries.slides if g.gallery is not None]
+    result.failures += galleries.failures
     write_failures(layout.tables_dir, result.failures, run_id=result.run_id)
 
     if report:
-        html = build_report_html(_report_inputs(layout, resolved, post, result, params))
+        inputs = _report_inputs(layout, resolved, post, result, params)
+        inputs.extra_sections = curation_sections(
+            layout.root,
+            resolved.model_id,
+            post.slides,
+            out_dir,
+            gallery_slides=2 * params.report_panels,
+            image_width_px=params.report_image_width_px,
+        )
+        html = build_report_html(inputs)
         result.report = out_dir / REPORT_FILE
         atomic_write_bytes(result.report, html.encode("utf-8"))
     result.seconds = time.perf_counter() - started
