@@ -332,6 +332,71 @@ def _cmd_split(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_mil(args: argparse.Namespace) -> int:
+    from engine.mil.params import MilParams
+    from engine.mil.stage import predict_mil_model, train_mil_model
+
+    bag_flags = {"features_model": args.features_model, "score_model": args.score_model,
+                 "selection": args.selection, "k": args.k}
+    params = _stage_params(args, "mil", MilParams, {"epochs": args.epochs, "name": args.name})
+    params = params.model_copy(update={"bags": params.bags.model_copy(
+        update={k: v for k, v in bag_flags.items() if v is not None})})
+    if args.mil_command == "train":
+        trained = train_mil_model(Path(args.root), Path(args.manifest), params, address=args.address)
+        card = trained.model.card
+        print(f"mil train run {trained.run_id}: registered {trained.model.ref} "
+              f"(model_id {trained.model.model_id}) on {trained.device} in {trained.seconds:.1f}s")
+        print(f"  {trained.train_slides} train / {trained.calibration_slides} calibration slides; "
+              f"kept epoch {trained.best_epoch} (calibration loss {card.training['calibration_loss']})")
+        _print_failures(trained.failures)
+        return 0
+    report = predict_mil_model(Path(args.root), args.model, Path(args.manifest), params,
+                               splits=args.splits, address=args.address)
+    print(f"mil predict run {report.run_id}: {report.model.ref} on {len(report.rows)} slides "
+          f"({len(report.skipped)} up to date) in {report.seconds:.1f}s")
+    for row in report.rows:
+        print(f"  {row['slide_id']:22s} {row['split'] or '-':11s} truth {row['true_label'] or '-':8s} "
+              f"predicted {row['predicted_class']:8s} p={row['score']:.3f} "
+              f"attention entropy {row['attention_entropy']:.2f} ({row['bag_tiles']} tiles)")
+    for metric in report.metrics:
+        if metric["statistic"] in {"auc", "accuracy", "balanced_accuracy", "quadratic_weighted_kappa"}:
+            value = "-" if metric["value"] is None else f"{metric['value']:.3f}"
+            ci = (f" [{metric['low']:.3f}, {metric['high']:.3f}]"
+                  if metric["low"] is not None and metric["high"] is not None else "")
+            print(f"  {metric['split']:11s} {metric['statistic']:25s} {value}{ci} ({metric['n_slides']} slides)")
+    print(f"  report: {report.report_path}")
+    _print_failures(report.failures)
+    return 1 if (args.strict and report.failures) else 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from engine.evaluate.maps import evaluate_maps, summary_lines
+    from engine.evaluate.params import MapEvalParams
+
+    params = _stage_params(args, "evaluate", MapEvalParams, {
+        "positive_label": args.positive_label, "detection_threshold": args.detection_threshold,
+        "froc_mode": args.froc_mode, "splits": args.splits,
+    })
+    report = evaluate_maps(Path(args.root), args.model, Path(args.manifest), params, address=args.address)
+    print(f"evaluate run {report.run_id}: model_id {report.model_id}, {len(report.slide_rows)} slides, "
+          f"{len(report.lesion_rows)} detections in {report.seconds:.1f}s")
+    for line in summary_lines(report):
+        print(line)
+    print(f"  report: {report.report_path}")
+    _print_failures(report.failures)
+    return 1 if (args.strict and report.failures) else 0
+
+
+def _cmd_tiles(args: argparse.Namespace) -> int:
+    from engine.tiles.stage import write_tiles
+
+    report = write_tiles(Path(args.root), args.model, slide_ids=args.slides, address=args.address)
+    print(f"tiles run {report.run_id}: {report.tiles} tiles of {len(report.slides)} slides into "
+          f"tables/tiles (model_id {report.model_id}) and tile GeoJSON in {report.seconds:.1f}s")
+    _print_failures(report.failures)
+    return 1 if (args.strict and report.failures) else 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from engine.bench import run_benchmark
 
@@ -463,6 +528,50 @@ def build_parser() -> argparse.ArgumentParser:
     split.add_argument("--site-column", default=None, help="provider/scanner column crossed with the stratum")
     split.add_argument("--group-by", default=None, help="patient/case column kept whole (default: patient_id, case_id)")
     split.set_defaults(handler=_cmd_split)
+
+    mil = commands.add_parser("mil", help="attention MIL: slide labels from bags of tile embeddings")
+    mil_commands = mil.add_subparsers(dest="mil_command", required=True)
+    for verb, text in (("train", "train on the manifest's train split, select on calibration, register"),
+                       ("predict", "predict slides: tables/slide_predictions, attention maps, slide AUC")):
+        sub = mil_commands.add_parser(verb, help=text)
+        sub.add_argument("--root", required=True, help="fleet root folder")
+        sub.add_argument("--manifest", required=True, help="manifest with split and label columns")
+        sub.add_argument("--config", default=None, help="job config with a 'mil' section")
+        sub.add_argument("--features-model", default=None, help="mil.bags.features_model (an extractor)")
+        sub.add_argument("--score-model", default=None, help="mil.bags.score_model (picks top-K tiles)")
+        sub.add_argument("--selection", choices=["top_k", "all_tissue"], default=None, help="mil.bags.selection")
+        sub.add_argument("--k", type=int, default=None, help="mil.bags.k")
+        sub.add_argument("--epochs", type=int, default=None, help="mil.epochs")
+        sub.add_argument("--name", default=None, help="mil.name (the registered MIL model)")
+        sub.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
+        if verb == "predict":
+            sub.add_argument("--model", required=True, help="MIL model, name[:version]")
+            sub.add_argument("--splits", nargs="*", default=None, help="only these splits")
+            sub.add_argument("--strict", action="store_true", help="exit 1 if any slide failed")
+    mil.set_defaults(handler=_cmd_mil)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="slide AUC from score maps' maxima and CAMELYON16 lesion FROC")
+    evaluate.add_argument("--model", required=True, help="registered model, name[:version]")
+    evaluate.add_argument("--root", required=True, help="fleet root folder")
+    evaluate.add_argument("--manifest", required=True, help="manifest with split and label columns")
+    evaluate.add_argument("--config", default=None, help="job config with an 'evaluate' section")
+    evaluate.add_argument("--positive-label", default=None, help="label of a positive slide (tumor)")
+    evaluate.add_argument("--detection-threshold", type=float, default=None, help="map score of a detection")
+    evaluate.add_argument("--froc-mode", choices=["challenge", "all_detections"], default=None)
+    evaluate.add_argument("--splits", nargs="*", default=None, help="only these splits")
+    evaluate.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
+    evaluate.add_argument("--strict", action="store_true", help="exit 1 if any slide failed")
+    evaluate.set_defaults(handler=_cmd_evaluate)
+
+    tiles = commands.add_parser(
+        "tiles", help="tables/tiles and tile-level QuPath GeoJSON of a patch classifier or extractor")
+    tiles.add_argument("--model", required=True, help="registered model, name[:version]")
+    tiles.add_argument("--root", required=True, help="fleet root folder")
+    tiles.add_argument("--slides", nargs="*", default=None, help="only these slide IDs")
+    tiles.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
+    tiles.add_argument("--strict", action="store_true", help="exit 1 if any slide failed")
+    tiles.set_defaults(handler=_cmd_tiles)
 
     bench = commands.add_parser("bench", help="measure a stage against its floor (prints ratios)")
     bench.add_argument("stage", choices=["ingest", "infer", "post", "qc"], help="stage to benchmark")

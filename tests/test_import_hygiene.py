@@ -34,6 +34,12 @@ PURE_MODULES = [
     "engine.qc.slide_quality",
     "engine.qc.annotation_quality",
     "engine.qc.cohort_flags",
+    "engine.features.tiles",
+    "engine.mil.bags",
+    "engine.mil.params",
+    "engine.mil.evaluate",
+    "engine.evaluate.lesion_rows",
+    "engine.evaluate.params",
 ]
 
 _PROBE = """

@@ -305,3 +305,22 @@ def test_undefined_slide_metrics_are_none() -> None:
     assert quadratic_weighted_kappa(np.array([[3, 0], [0, 0]])) is None
     with pytest.raises(ValueError, match="0/1"):
         slide_auc([0, 2], [0.1, 0.2])
+
+
+@settings(max_examples=60, deadline=None)
+@given(cohorts())
+def test_per_detection_outcomes_agree_with_the_matching(cohort) -> None:
+    from engine.evaluate.lesion_rows import detection_outcomes
+
+    pixel_um, cases = cohort
+    for tumour, raw in cases:
+        lesions = lesion_map(tumour, pixel_um) if tumour is not None else None
+        detections = [Detection(x, y, c) for x, y, c in raw]
+        matched = match_detections(detections, lesions)
+        outcomes = [o["outcome"] for o in detection_outcomes(detections, lesions)]
+        hit = [c for c in matched.lesion_confidence.values() if c is not None]
+        assert outcomes.count("tp") == len(hit)
+        assert outcomes.count("fp") == len(matched.false_positive_confidences)
+        assert outcomes.count("itc") == matched.itc_hits
+        tp_confidences = sorted(d.confidence for d, o in zip(detections, outcomes, strict=True) if o == "tp")
+        assert tp_confidences == sorted(hit)

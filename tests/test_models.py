@@ -597,6 +597,7 @@ def test_demo_models_are_registered_honestly(
         "demo-segmenter-3class",
         "demo-patch-classifier",
         "demo-anomaly-ae",
+        "demo-embedder",
     }
     root = next(iter(demo_models.values())).path.parents[3]
     listed = ModelRegistry(root).list()
@@ -614,6 +615,12 @@ def test_demo_models_are_registered_honestly(
         "tumour",
     )
     assert demo_models["demo-anomaly-ae"].card.kind == "anomaly_scorer"
+    embedder = demo_models["demo-embedder"].card
+    assert (embedder.kind, embedder.embedding_dim, embedder.class_names) == (
+        "embedding_extractor",
+        64,
+        (),
+    )
 
 
 def test_demo_rerun_is_a_noop(

@@ -19,6 +19,7 @@ import torch
 import zarr
 
 from engine.errors import ModelOutputInvalid
+from engine.features.store import write_feature_unit
 from engine.infer.params import InferParams
 from engine.infer.plan import TileGeometry, WorkUnit, unit_input_window
 from engine.infer.reading import cut_tiles, read_model_window, source_level
@@ -180,6 +181,9 @@ class ScoringActor:
             raise ModelOutputInvalid(
                 f"model {self.card.name}:{self.card.version} produced non-finite scores on slide {unit.slide_id}"
             )
+        if self.card.is_extractor:
+            write_feature_unit(job.output_array_path, unit, positions, scores[:, :, 0, 0].numpy())
+            return self._unit_done(started, unit, positions, read_seconds, model_seconds)
         k = g.out_per_tile_px
         block = np.full((scores.shape[1], unit.rows * k, unit.cols * k), np.nan, np.float32)
         values = scores.numpy()
@@ -188,6 +192,12 @@ class ScoringActor:
         output = self._output(job.output_array_path)
         y0, x0 = unit.row0 * k, unit.col0 * k
         output[:, y0 : y0 + block.shape[1], x0 : x0 + block.shape[2]] = block
+        return self._unit_done(started, unit, positions, read_seconds, model_seconds)
+
+    def _unit_done(
+        self, started: float, unit: WorkUnit, positions: list[tuple[int, int]],
+        read_seconds: float, model_seconds: float,
+    ) -> UnitStats:
         ended = time.perf_counter()
         self._last_end = ended
         self._units += 1

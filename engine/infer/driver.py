@@ -25,6 +25,8 @@ from tqdm.auto import tqdm
 from engine import __version__
 from engine.cluster import ensure_ray
 from engine.errors import ConfigError, NoTissue, SlideFleetError, StoreIncomplete, WorkerDied
+from engine.features.commit import commit_features
+from engine.features.store import features_key, open_or_create_feature_partial
 from engine.infer.actor import ScoringActor, UnitJob, UnitStats
 from engine.infer.coverage import check_materialised
 from engine.infer.params import InferParams
@@ -63,6 +65,7 @@ class SlideJob:
     read_seconds: float = 0.0
     model_seconds: float = 0.0
     retries: int = 0
+    unit_keys: list[str] = field(default_factory=list)
 
     @property
     def slide_id(self) -> str:
@@ -193,6 +196,7 @@ def infer(
     report = InferReport(run_id=run_id or new_run_id(), model=registered)
     started = time.perf_counter()
     channel_names = list(registered.card.class_names)
+    extractor = registered.card.is_extractor  # writes features/<model_id>/, not a score map
 
     jobs: list[SlideJob] = []
     queue: deque[tuple[SlideJob, WorkUnit]] = deque()
@@ -200,15 +204,22 @@ def infer(
         slide_id = store_path.name.removesuffix(".ome.zarr")
         try:
             store = SlideStore.open(store_path)
-            final_path = layout.prediction_store(registered.model_id, store.slide_id)
-            key = prediction_key(store, registered, params)
+            if extractor:
+                final_path = layout.features_store(registered.model_id, store.slide_id)
+                key = features_key(prediction_key(store, registered, params), params.feature_dtype)
+            else:
+                final_path = layout.prediction_store(registered.model_id, store.slide_id)
+                key = prediction_key(store, registered, params)
             if is_complete(final_path, key):
                 report.skipped.append(store.slide_id)
                 continue
             geometry, units = _plan_slide(store, registered, params)
             if not units:
                 raise NoTissue(f"no tile of slide {store.slide_id} at {registered.card.mpp} µm/px touches tissue.")
-            partial, done = open_or_create_partial(final_path, key, geometry, channel_names)
+            if extractor:
+                partial, done = open_or_create_feature_partial(final_path, key)
+            else:
+                partial, done = open_or_create_partial(final_path, key, geometry, channel_names)
         except StoreIncomplete as exc:
             report.failures.append(FailureRecord.from_exception("infer", slide_id, exc, model_id=registered.model_id))
             continue
@@ -216,7 +227,8 @@ def infer(
             report.failures.append(FailureRecord.from_exception("infer", slide_id, exc, model_id=registered.model_id,
                                                                 source_path=str(store_path)))
             continue
-        job = SlideJob(store, final_path, partial, key, geometry, len(units), sum(u.n_tiles for u in units))
+        job = SlideJob(store, final_path, partial, key, geometry, len(units), sum(u.n_tiles for u in units),
+                       unit_keys=[u.key for u in units])
         for unit in units:
             if unit.key in done:
                 job.units_done += 1
@@ -258,6 +270,20 @@ def infer(
                 "read_seconds": job.read_seconds, "model_seconds": job.model_seconds,
                 "unit_retries": job.retries,
             }
+            if extractor:
+                commit_features(
+                    job.store, job.partial_path, job.final_path, job.key, job.geometry, job.unit_keys,
+                    dtype=params.feature_dtype, result=result,
+                    attributes={
+                        "slide_id": job.slide_id, "model_id": registered.model_id, "model": registered.ref,
+                        "kind": registered.card.kind, "slide_store": str(job.store.path),
+                        "infer_params": params.model_dump(mode="json"), "engine_version": __version__,
+                        "run_id": report.run_id, "model_mpp": job.geometry.model_mpp,
+                        "tile_size_px": registered.card.tile_size_px,
+                    },
+                )
+                report.scored.append(result)
+                return
             finalise(
                 job.partial_path, job.final_path, job.key, job.geometry,
                 mpp_x=job.store.mpp_x, mpp_y=job.store.mpp_y, channel_names=channel_names,
@@ -292,7 +318,8 @@ def infer(
                     job.started = job.started or time.perf_counter()
                     first_dispatch = first_dispatch or job.started
                     ref = actors[index].score_unit.remote(
-                        UnitJob(unit, job.geometry, str(job.store.path), str(job.partial_path / "0")))
+                        UnitJob(unit, job.geometry, str(job.store.path),
+                                str(job.partial_path if extractor else job.partial_path / "0")))
                     in_flight[ref] = (index, job, unit)
                     load[index] += 1
                     job.in_flight += 1

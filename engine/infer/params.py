@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -44,6 +45,9 @@ class InferParams(BaseModel):
     channels_last: bool = Field(True, description="channels-last memory format on CUDA.")
     tissue_samples_per_side: int = Field(4, ge=1, le=32, description="Tissue-mask samples per tile side when selecting tiles.")
     max_actor_restarts: int = Field(3, ge=0, description="Restarts of a dead actor (its units are retried).")
+    feature_dtype: Literal["float16", "float32"] = Field(
+        "float16", description="dtype of the embeddings an embedding_extractor writes to features/."
+    )
     actor_start_timeout_s: float = Field(600.0, gt=0, description="How long to wait for all actors to be placed.")
 
     def output_hash(self) -> str:

@@ -58,7 +58,7 @@ def _mean_loss(
     model.eval()
     with torch.no_grad():
         values = [
-            float(loss(model(bag)[0].unsqueeze(0), torch.tensor([label])))
+            float(loss(model(bag)[0].unsqueeze(0), torch.tensor([label], device=bag.device)))
             for bag, label in zip(bags, labels, strict=True)
         ]
     return float(np.mean(values))
@@ -72,10 +72,11 @@ def train_mil(
     calibration_bags: Sequence[torch.Tensor] = (),
     calibration_labels: Sequence[int] = (),
     params: MilTrainParams | None = None,
+    device: str | torch.device = "cpu",
 ) -> MilTrainResult:
     """Train on ``bags`` (each (K_i, D) float32) with slide ``labels`` in ``0..n_classes-1``.
 
-    Without calibration bags the last epoch is kept.
+    Without calibration bags the last epoch is kept. The returned model is on the CPU.
     """
     params = params or MilTrainParams()
     if not bags or len(bags) != len(labels):
@@ -92,7 +93,13 @@ def train_mil(
         attention_dim=params.attention_dim,
         dropout=params.dropout,
     )
-    loss = nn.CrossEntropyLoss(weight=_class_weights(labels, n_classes))
+    device = torch.device(device)
+    model.to(device)
+    bags = [b.to(device) for b in bags]
+    calibration_bags = [b.to(device) for b in calibration_bags]
+    targets = [torch.tensor([label], device=device) for label in labels]
+    calibration_targets = [int(label) for label in calibration_labels]
+    loss = nn.CrossEntropyLoss(weight=_class_weights(labels, n_classes).to(device))
     optimiser = torch.optim.Adam(
         model.parameters(), lr=params.learning_rate, weight_decay=params.weight_decay
     )
@@ -104,13 +111,13 @@ def train_mil(
         for index in generator.permutation(len(bags)):
             optimiser.zero_grad()
             logits, _ = model(bags[index])
-            step = loss(logits.unsqueeze(0), torch.tensor([labels[index]]))
+            step = loss(logits.unsqueeze(0), targets[index])
             step.backward()
             optimiser.step()
             total += float(step)
         result.train_loss.append(total / len(bags))
         if calibration_bags:
-            value = _mean_loss(model, loss, calibration_bags, calibration_labels)
+            value = _mean_loss(model, loss, calibration_bags, calibration_targets)
             result.calibration_loss.append(value)
             if value < best_loss:
                 best_loss, best_state, result.best_epoch = (
@@ -120,7 +127,7 @@ def train_mil(
                 )
     if best_state is not None:
         model.load_state_dict(best_state)
-    model.eval()
+    model.to("cpu").eval()
     return result
 
 

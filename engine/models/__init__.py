@@ -6,6 +6,7 @@ the hash of both. See ``schemas/model-card.schema.json`` for the card contract.
 
 from engine.models.adapters import (
     AnomalyScorerAdapter,
+    EmbeddingExtractorAdapter,
     OutputAdapter,
     PatchClassifierAdapter,
     PixelSegmenterAdapter,
@@ -43,6 +44,7 @@ from engine.models.scoring import ScoringModel
 __all__ = [
     "MODEL_KINDS",
     "AnomalyScorerAdapter",
+    "EmbeddingExtractorAdapter",
     "ExportedProgramModule",
     "ModelCard",
     "ModelFormat",

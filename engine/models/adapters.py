@@ -6,6 +6,7 @@ adapter turns the model's raw output into the score map the engine writes, valid
 * ``pixel_segmenter``  -> (N, C, s, s) per-class probabilities, ``s = tile_size_px / output_stride``
 * ``patch_classifier`` -> (N, C, 1, 1) per-class probabilities
 * ``anomaly_scorer``   -> (N, 1, s, s) or (N, 1, 1, 1) scores (the file returns the score itself)
+* ``embedding_extractor`` -> (N, D, 1, 1) features (a (N, D, h, w) map is averaged over h, w)
 
 ``crop_overlap`` then keeps each tile's central ``step_px`` region. Pure torch: no Ray, no zarr.
 """
@@ -137,9 +138,36 @@ class AnomalyScorerAdapter(OutputAdapter):
         return raw.reshape(expected)
 
 
+class EmbeddingExtractorAdapter(OutputAdapter):
+    """(N, D), (N, D, 1, 1) or a feature map (N, D, h, w) -> features (N, D, 1, 1).
+
+    A backbone with its classifier removed returns (N, D) (torchvision's ResNet with
+    ``fc = Identity``) or its last feature map (timm's ``forward_features``); the map is
+    global-average pooled, as those backbones do before their classifier.
+    """
+
+    kind = "embedding_extractor"
+
+    def _reshape(self, raw: torch.Tensor, batch_size: int) -> torch.Tensor:
+        expected = self.expected_shape(batch_size)
+        dim = self.card.num_channels
+        if raw.ndim == 2 and tuple(raw.shape) == (batch_size, dim):
+            return raw.reshape(expected)
+        if raw.ndim == 4 and tuple(raw.shape[:2]) == (batch_size, dim):
+            return raw.mean(dim=(2, 3), keepdim=True)
+        raise _shape_error(
+            self.card, expected, raw, f" (or ({batch_size}, {dim}) or ({batch_size}, {dim}, h, w))"
+        )
+
+
 _ADAPTERS: dict[str, type[OutputAdapter]] = {
     adapter.kind: adapter
-    for adapter in (PixelSegmenterAdapter, PatchClassifierAdapter, AnomalyScorerAdapter)
+    for adapter in (
+        PixelSegmenterAdapter,
+        PatchClassifierAdapter,
+        AnomalyScorerAdapter,
+        EmbeddingExtractorAdapter,
+    )
 }
 
 
@@ -176,7 +204,11 @@ def _shape_error(
 ) -> ModelOutputInvalid:
     return ModelOutputInvalid(
         f"model {card.ref} ({card.kind}) returned shape {tuple(raw.shape)}, expected "
-        f"{expected}{alternatives}: (batch, {len(card.class_names)} channels for classes "
-        f"{list(card.class_names)}, tile_size_px {card.tile_size_px} / output_stride "
-        f"{card.output_stride})"
+        f"{expected}{alternatives}: (batch, {card.num_channels} channels "
+        + (
+            "= embedding_dim"
+            if card.is_extractor
+            else f"for classes {list(card.class_names)}"
+        )
+        + f", tile_size_px {card.tile_size_px} / output_stride {card.output_stride})"
     )

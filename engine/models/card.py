@@ -30,11 +30,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from engine.errors import ModelError
 
-ModelKind = Literal["pixel_segmenter", "patch_classifier", "anomaly_scorer"]
+ModelKind = Literal["pixel_segmenter", "patch_classifier", "anomaly_scorer", "embedding_extractor"]
 OutputActivation = Literal["softmax", "sigmoid", "none"]
 InputScale = Literal["0-1", "0-255"]
 
-MODEL_KINDS: tuple[ModelKind, ...] = ("pixel_segmenter", "patch_classifier", "anomaly_scorer")
+MODEL_KINDS: tuple[ModelKind, ...] = (
+    "pixel_segmenter",
+    "patch_classifier",
+    "anomaly_scorer",
+    "embedding_extractor",
+)
+#: Kinds that emit one value (a probability vector, a score or an embedding) per tile.
+PATCH_LEVEL_KINDS: frozenset[str] = frozenset({"patch_classifier", "embedding_extractor"})
 
 # Names and versions become directory names under ROOT/models/, and ':' separates them in a
 # reference ("name:version"), so both are restricted like slide IDs.
@@ -101,12 +108,23 @@ class ModelCard(BaseModel):
     version: str = Field(description="Model version, e.g. '1.2.0'; compared in natural order.")
     kind: ModelKind = Field(
         description="pixel_segmenter: per-pixel class probabilities; patch_classifier: one "
-        "probability vector per tile; anomaly_scorer: one score channel (higher = more anomalous)."
+        "probability vector per tile; anomaly_scorer: one score channel (higher = more "
+        "anomalous); embedding_extractor: one feature vector of embedding_dim per tile, written "
+        "to features/<model_id>/<slide_id>.zarr instead of a score map."
     )
     class_names: tuple[str, ...] = Field(
-        min_length=1,
-        description="One name per output channel, in channel order. A binary single-logit "
-        "model has one name (e.g. ['tumour']); an anomaly scorer has exactly one (e.g. ['anomaly']).",
+        default=(),
+        description="One name per output channel, in channel order (required, except for an "
+        "embedding_extractor, which has none). A binary single-logit model has one name (e.g. "
+        "['tumour']); an anomaly scorer has exactly one (e.g. ['anomaly']).",
+    )
+    embedding_dim: int | None = Field(
+        default=None,
+        ge=1,
+        le=65536,
+        description="embedding_extractor only: length of the feature vector per tile (e.g. 512 "
+        "for a ResNet-18 without its classifier). The file may return (N, D), (N, D, 1, 1) or a "
+        "(N, D, h, w) feature map, which the engine averages over h and w.",
     )
     positive_class: str | None = Field(
         default=None,
@@ -188,10 +206,20 @@ class ModelCard(BaseModel):
                 "overlap_px/2 on every side."
             )
         step = tile - overlap
-        if self.kind == "patch_classifier" and stride != step:
+        if self.kind in PATCH_LEVEL_KINDS and stride != step:
             raise ValueError(
-                f"a patch_classifier emits one value per tile, so output_stride must equal "
+                f"a {self.kind} emits one value per tile, so output_stride must equal "
                 f"tile_size_px - overlap_px = {step}, got {stride}."
+            )
+        if self.kind == "embedding_extractor":
+            return self._check_extractor()
+        if self.embedding_dim is not None:
+            raise ValueError(
+                f"embedding_dim is for an embedding_extractor only; a {self.kind} has class_names"
+            )
+        if not self.class_names:
+            raise ValueError(
+                f"class_names must name at least one output channel of a {self.kind}"
             )
         if stride != step:  # dense output
             if tile % stride:
@@ -228,6 +256,31 @@ class ModelCard(BaseModel):
             )
         return self
 
+    def _check_extractor(self) -> ModelCard:
+        if self.embedding_dim is None:
+            raise ValueError(
+                "an embedding_extractor must state embedding_dim, the length of its feature "
+                "vector per tile (e.g. 512 for a ResNet-18 without its classifier)"
+            )
+        if self.class_names:
+            raise ValueError(
+                "an embedding_extractor has no classes: leave class_names out (its output is "
+                f"a feature vector of embedding_dim {self.embedding_dim})"
+            )
+        if self.output_activation != "none":
+            raise ValueError(
+                "an embedding_extractor's features are used as returned: output_activation "
+                f"must be 'none', got {self.output_activation!r}"
+            )
+        if self.positive_class is not None:
+            raise ValueError("an embedding_extractor has no positive_class")
+        return self
+
+    @property
+    def is_extractor(self) -> bool:
+        """True for an ``embedding_extractor`` (writes a features store, not a score map)."""
+        return self.kind == "embedding_extractor"
+
     # Derived geometry -------------------------------------------------------------------------
 
     @property
@@ -262,7 +315,9 @@ class ModelCard(BaseModel):
 
     @property
     def num_channels(self) -> int:
-        """Output channels the file must emit (one per class name)."""
+        """Output channels the file must emit (one per class name; embedding_dim for extractors)."""
+        if self.embedding_dim is not None:
+            return self.embedding_dim
         return len(self.class_names)
 
     @property

@@ -7,6 +7,8 @@ No weights can be downloaded, so the project makes its own, honestly named toy m
 * ``demo-patch-classifier``: a small CNN, normal vs tumour per tile;
 * ``demo-anomaly-ae``: a convolutional autoencoder trained on normal tiles only; the exported
   module returns its per-pixel reconstruction error (at the output stride) as the score.
+* ``demo-embedder``: an embedding extractor, the patch classifier's backbone (trained the same
+  way) with its classifier removed: 64 pooled features per 128 px tile, for MIL.
 
 Each is traced to TorchScript and registered through :class:`ModelRegistry`, exactly like a
 user's model. Training is deterministic for a given seed, torch build and CPU.
@@ -41,6 +43,7 @@ DEMO_TILE_SIZE_PX = 128
 DEMO_MPP = 2.0
 DEMO_OVERLAP_PX = 16
 DEMO_OUTPUT_STRIDE = 4
+DEMO_EMBEDDING_DIM = 64  # TinyPatchClassifier width 8: 4w channels, mean and max pooled
 _N_TRAIN_PATCHES = 160
 _SEGMENTER_STEPS = 60
 _CLASSIFIER_STEPS = 60
@@ -115,6 +118,18 @@ class TinyPatchClassifier(nn.Module):
         f = self.features(x)
         pooled = torch.cat([f.mean(dim=(2, 3)), f.amax(dim=(2, 3))], 1)
         return self.fc(pooled)
+
+
+class PooledFeatures(nn.Module):
+    """A patch classifier's backbone without its classifier: (N, 8w) mean- and max-pooled features."""
+
+    def __init__(self, classifier: TinyPatchClassifier) -> None:
+        super().__init__()
+        self.features = classifier.features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.features(x)
+        return torch.cat([f.mean(dim=(2, 3)), f.amax(dim=(2, 3))], 1)
 
 
 class TinyAutoencoder(nn.Module):
@@ -329,6 +344,10 @@ def _train_patch_classifier(data: _DemoTrainingSet, normalisation: Normalisation
     return model
 
 
+def _train_embedder(data: _DemoTrainingSet, normalisation: Normalisation) -> nn.Module:
+    return PooledFeatures(_train_patch_classifier(data, normalisation)).eval()
+
+
 def _train_anomaly_ae(data: _DemoTrainingSet, normalisation: Normalisation) -> nn.Module:
     normal = ~(data.masks == 2).any(axis=(1, 2))
     x = _inputs(data, normalisation)[torch.from_numpy(normal)]
@@ -400,6 +419,22 @@ _DEMOS: tuple[
             "per 4x4 px cell, so tissue unlike the training tiles scores high.",
         },
         _train_anomaly_ae,
+    ),
+    (
+        {
+            "name": "demo-embedder",
+            "kind": "embedding_extractor",
+            "embedding_dim": DEMO_EMBEDDING_DIM,
+            "overlap_px": 0,
+            "output_stride": DEMO_TILE_SIZE_PX,
+            "output_activation": "none",
+            "architecture": "TinyPatchClassifier backbone (4 strided conv blocks, width 8), "
+            "global mean and max pooling",
+            "description": "Embedding extractor: 64 features per 128 px tile (mean- and "
+            "max-pooled activations of demo-patch-classifier's backbone, trained the same way), "
+            "for attention MIL on bags of tiles.",
+        },
+        _train_embedder,
     ),
 )
 

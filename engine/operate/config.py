@@ -15,8 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engine.config import read_config_file
 from engine.errors import ConfigError
+from engine.evaluate.params import MapEvalParams
 from engine.infer.params import InferParams
 from engine.ingest.params import IngestParams
+from engine.mil.params import MilParams
 from engine.post.params import PostParams
 from engine.qc.params import QcParams
 from engine.views.params import ViewParams
@@ -40,6 +42,8 @@ class JobConfig(BaseModel):
     infer: InferParams = Field(default_factory=InferParams)
     post: PostParams = Field(default_factory=PostParams)
     view: ViewParams = Field(default_factory=ViewParams)
+    mil: MilParams = Field(default_factory=MilParams)
+    evaluate: MapEvalParams = Field(default_factory=MapEvalParams)
 
     def stage_hash(self, stage: str) -> str:
         section = getattr(self, stage)

@@ -35,6 +35,10 @@ class FleetLayout:
         return self.root / "predictions"
 
     @property
+    def features_dir(self) -> Path:
+        return self.root / "features"
+
+    @property
     def runs_dir(self) -> Path:
         return self.root / "runs"
 
@@ -60,6 +64,11 @@ class FleetLayout:
     def prediction_store(self, model_id: str, slide_id: str) -> Path:
         check_slide_id(slide_id)
         return self._inside(self.predictions_dir / model_id / f"{slide_id}.zarr", slide_id)
+
+    def features_store(self, model_id: str, slide_id: str) -> Path:
+        """``features/<model_id>/<slide_id>.zarr``: one embedding per tissue tile."""
+        check_slide_id(slide_id)
+        return self._inside(self.features_dir / model_id / f"{slide_id}.zarr", slide_id)
 
     def table_dir(self, table: str) -> Path:
         return self.tables_dir / table

@@ -9,6 +9,7 @@ from typing import Any
 import pyarrow as pa
 
 from engine.metrics.cohort import ALL, BURDEN_LABELS
+from engine.tables.slide_level_schemas import SLIDE_LEVEL_SCHEMAS
 
 LABELS_KEY = b"labels"
 """Field metadata key of a coded column's labels: a JSON object, key -> what it means."""
@@ -262,6 +263,7 @@ TABLE_SCHEMAS: dict[str, pa.Schema] = {
     "cohort": COHORT_SCHEMA,
     "qc": QC_SCHEMA,
 }
+TABLE_SCHEMAS.update(SLIDE_LEVEL_SCHEMAS)
 
 VIEW_SCHEMAS: dict[str, pa.Schema] = {"failures_view": FAILURES_VIEW_SCHEMA}
 
@@ -275,6 +277,7 @@ TABLE_PARTITIONS: dict[str, tuple[str, ...]] = {
     "thresholds": ("model_id",),
     "cohort": ("model_id",),
     "qc": (),
+    **{name: ("model_id",) for name in SLIDE_LEVEL_SCHEMAS},
 }
 """Hive partition keys of each table (``<table>/<key>=<value>/part-*.parquet``).
 

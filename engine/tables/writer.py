@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from engine import __version__
 from engine.errors import OutputWriteError, SlideFleetError
-from engine.tables.schemas import TABLE_PARTITIONS, TABLE_SCHEMAS, file_schema
+from engine.tables.schemas import TABLE_PARTITIONS, TABLE_SCHEMAS
 
 
 class TableSchemaError(SlideFleetError, TypeError):
@@ -49,17 +49,19 @@ def write_table_part(
     *,
     partition: Mapping[str, str] | None = None,
     run_id: str,
+    schema: pa.Schema | None = None,
 ) -> Path | None:
     """Append one Parquet part to ``tables_dir/table_name`` (hive partitions), atomically.
 
     ``partition`` gives the value of each of the table's partition keys (all of them); rows may
     carry the key too (it must then equal the partition's value) but it is written only in the
     directory name. Provenance columns (run_id, engine_version, written_at) are filled in when
-    absent. Returns the part's path, or ``None`` when there were no rows.
+    absent. Returns the part's path, or ``None`` when there were no rows. ``schema`` replaces the
+    declared one for tables whose columns depend on the model (``prob_<class>`` columns).
     """
     if not rows:
         return None
-    schema = TABLE_SCHEMAS[table_name]
+    schema = schema or TABLE_SCHEMAS[table_name]
     partition = _check_partition(table_name, partition or {})
     now = dt.datetime.now(dt.UTC)
     filled = [
@@ -73,7 +75,9 @@ def write_table_part(
                 f"table {table_name!r} row {index}: {clash} disagrees with its partition {partition}"
             )
     _validate_keys(table_name, schema, filled)
-    stored = file_schema(table_name)
+    stored = schema
+    for key in TABLE_PARTITIONS.get(table_name, ()):
+        stored = stored.remove(stored.get_field_index(key))
     try:
         table = pa.Table.from_pylist(filled, schema=schema)
         table = table.cast(schema)  # enforces nullability too

@@ -1,0 +1,1 @@
+"""Per-tile outputs: ``tables/tiles`` and tile-level QuPath GeoJSON (``slidefleet tiles``)."""
