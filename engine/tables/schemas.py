@@ -316,6 +316,8 @@ TABLE_PARTITIONS: dict[str, tuple[str, ...]] = {
     "thresholds": ("model_id",),
     "cohort": ("model_id",),
     "qc": (),
+    "explanations": ("model_id",),
+    "confusion": ("model_id",),
 }
 """Hive partition keys of each table (``<table>/<key>=<value>/part-*.parquet``).
 
