@@ -574,7 +574,8 @@ def build_parser() -> argparse.ArgumentParser:
     tiles.set_defaults(handler=_cmd_tiles)
 
     bench = commands.add_parser("bench", help="measure a stage against its floor (prints ratios)")
-    bench.add_argument("stage", choices=["ingest", "infer", "post", "qc"], help="stage to benchmark")
+    bench.add_argument("stage", choices=["ingest", "infer", "post", "qc", "storage"],
+                       help="stage to benchmark (storage: the compact JPEG mode vs lossless)")
     bench.add_argument("--workdir", default=None, help="where to write generated slides (default: a temp dir)")
     bench.add_argument("--quick", action="store_true", help="smaller slides (a smoke run)")
     bench.set_defaults(handler=_cmd_bench)

@@ -22,4 +22,8 @@ def run_benchmark(stage: str, workdir: Path | None, *, quick: bool = False) -> i
         from engine.bench.qc_bench import bench_qc
 
         return bench_qc(workdir, quick=quick)
+    if stage == "storage":
+        from engine.bench.storage_bench import bench_storage
+
+        return bench_storage(workdir, quick=quick)
     raise ValueError(f"no benchmark for stage {stage!r}")
