@@ -143,6 +143,7 @@ def _job_overrides(args: argparse.Namespace) -> dict[str, object]:
         "demo_models": True if getattr(args, "demo_models", False) else None,
         "views": False if getattr(args, "no_views", False) else None,
         "strict": True if getattr(args, "strict", False) else None,
+        "retry_failed": True if getattr(args, "retry_failed", False) else None,
     }
 
 
@@ -175,6 +176,14 @@ def cohort_headline_lines(cohort_rows: Sequence[dict], model_names: dict[str, st
             undefined = f"  ({row['n_undefined']} undefined)" if row.get("n_undefined") else ""
             lines.append(f"  cohort {statistic:16s} {value}{undefined}")
     return lines
+
+
+def _print_not_retried(known: dict[str, dict[str, str]]) -> None:
+    for stage, slides in sorted(known.items()):
+        print(f"\n{len(slides)} slide(s) not retried at {stage}: their last attempt failed on the same inputs "
+              "(--retry-failed retries them; a changed slide is retried by itself):")
+        for slide_id, error in sorted(slides.items()):
+            print(f"  {slide_id}: {error}")
 
 
 def _print_cohort_summary(result) -> None:  # noqa: ANN001 - CohortResult
@@ -211,6 +220,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     result = score_cohort(config=job, progress=not args.quiet)
     _print_cohort_summary(result)
     _print_failures(result.failures)
+    _print_not_retried(result.known_failures)
     if result.write_errors:
         for message in result.write_errors:
             print(f"slidefleet: not written: {message}", file=sys.stderr)
@@ -234,7 +244,8 @@ def _cmd_reprocess(args: argparse.Namespace) -> int:
         from engine.cluster import ensure_ray
 
         ensure_ray(args.address)
-    plan, result = reprocess(Path(args.root), config=job, dry_run=args.dry_run, progress=not args.quiet)
+    plan, result = reprocess(Path(args.root), config=job, dry_run=args.dry_run, progress=not args.quiet,
+                             retry_failed=True if args.retry_failed else None)
     print(("plan (dry run):\n" if args.dry_run else "plan:\n") + plan.describe())
     if result is None:
         if not args.dry_run:
@@ -485,6 +496,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--demo-models", action="store_true", help="train and register the demo models first")
     run.add_argument("--no-views", action="store_true", help="skip heatmaps and the report")
     run.add_argument("--strict", action="store_true", help="exit 1 if any slide failed any stage")
+    run.add_argument("--retry-failed", action="store_true",
+                     help="retry slides whose last attempt failed on the same inputs (default: skip them)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(handler=_cmd_run)
 
@@ -494,6 +507,8 @@ def build_parser() -> argparse.ArgumentParser:
     reprocess.add_argument("--dry-run", action="store_true", help="print the plan only")
     reprocess.add_argument("--address", default=None, help="Ray cluster address (default: the job's, else RAY_ADDRESS, else a local Ray)")
     reprocess.add_argument("--strict", action="store_true", help="exit 1 if any slide failed any stage (also when the job was run with strict)")
+    reprocess.add_argument("--retry-failed", action="store_true",
+                           help="retry slides whose last attempt failed on the same inputs (default: skip them)")
     reprocess.add_argument("--quiet", action="store_true", help="no progress bars")
     reprocess.set_defaults(handler=_cmd_reprocess)
 

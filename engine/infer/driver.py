@@ -39,13 +39,17 @@ from engine.infer.prediction_store import (
 )
 from engine.models import ModelRegistry, RegisteredModel
 from engine.runs import new_run_id
-from engine.store import FleetLayout
+from engine.store import FleetLayout, read_completion
+from engine.store.failed import clear_failure, failed_before, failure_marker, record_failure
 from engine.store.slide_store import SlideStore
-from engine.tables import FailureRecord, write_failures, write_table_part
+from engine.tables import FailureRecord, read_table, write_failures, write_table_part
+from engine.tables.current import merge_run_parts
 
 log = logging.getLogger(__name__)
 
 PREDICTION_FORMAT_VERSION = 1
+INFERRED_COLUMNS = ("slide_id", "model_id", "model", "tiles", "units", "seconds", "read_seconds",
+                    "model_seconds", "unit_retries")
 
 
 @dataclass
@@ -79,6 +83,8 @@ class InferReport:
     scored: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failures: list[FailureRecord] = field(default_factory=list)
+    known_failures: dict[str, str] = field(default_factory=dict)
+    """slide_id -> error of its last attempt on the same inputs (not retried)."""
     actors: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     tiles: int = 0
@@ -165,6 +171,40 @@ def _wait_for_placement(actors: list[Any], timeout_s: float) -> list[dict[str, A
         ) from exc
 
 
+def _inferred_row(result: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in result.items() if k in INFERRED_COLUMNS}
+
+
+def record_committed_predictions(layout: FleetLayout, model_id: str, *, run_id: str) -> int:
+    """Give every committed prediction of ``model_id`` its ``inferred`` row if it has none.
+
+    A run killed between a commit and its table write (or before the table existed) left
+    predictions without rows; their completion records hold the row. Returns rows written.
+    """
+    directory = layout.predictions_dir / model_id
+    if not directory.is_dir():
+        return 0
+    table = read_table(layout.tables_dir, "inferred")
+    have: set[tuple[str, str]] = set()
+    if table.num_rows:
+        for row in table.select(["slide_id", "model_id", "run_id"]).to_pylist():
+            if row["model_id"] == model_id:
+                have.add((row["slide_id"], row["run_id"]))
+    rows = []
+    for path in sorted(directory.glob("*.zarr")):
+        if path.name.startswith("."):
+            continue
+        record = read_completion(path)
+        if record is None or not isinstance(record.get("result"), dict):
+            continue
+        committed_by = record.get("run_id") or "unknown"
+        result = record["result"]
+        if (result.get("slide_id"), committed_by) not in have:
+            rows.append({**_inferred_row(result), "run_id": committed_by})
+    write_table_part(layout.tables_dir, "inferred", rows, partition={"model_id": model_id}, run_id=run_id)
+    return len(rows)
+
+
 def _list_slide_stores(layout: FleetLayout, slide_ids: Sequence[str] | None) -> list[Path]:
     if slide_ids is not None:
         return [layout.slide_store(s) for s in slide_ids]
@@ -183,12 +223,16 @@ def infer(
     progress: bool = True,
     run_id: str | None = None,
     on_unit_done: Callable[[UnitStats, list[Any]], None] | None = None,
+    retry_failed: bool = True,
 ) -> InferReport:
     """Score every ingested slide (or ``slide_ids``) with ``model`` (``name[:version]``).
 
     Results go to ``root/predictions/<model_id>/<slide_id>.zarr``; slides whose prediction is
     complete for the same slide content, model_id and parameters are skipped.
     ``on_unit_done(stats, actors)`` is called after each unit (progress hooks, fault tests).
+    A slide that fails leaves a marker with its prediction key; with ``retry_failed=False`` a
+    slide whose last attempt failed on the same key is not tried again (``known_failures``).
+    Each commit writes its ``inferred`` row at once, so a killed run's commits are recorded.
     """
     params = params or InferParams()
     layout = FleetLayout(Path(root))
@@ -200,8 +244,10 @@ def infer(
 
     jobs: list[SlideJob] = []
     queue: deque[tuple[SlideJob, WorkUnit]] = deque()
+    record_committed_predictions(layout, registered.model_id, run_id=report.run_id)
     for store_path in _list_slide_stores(layout, slide_ids):
         slide_id = store_path.name.removesuffix(".ome.zarr")
+        key: dict[str, Any] | None = None
         try:
             store = SlideStore.open(store_path)
             if extractor:
@@ -212,6 +258,11 @@ def infer(
                 key = prediction_key(store, registered, params)
             if is_complete(final_path, key):
                 report.skipped.append(store.slide_id)
+                continue
+            marker = failure_marker(layout.root, "infer", store.slide_id, registered.model_id)
+            known = None if retry_failed else failed_before(marker, key)
+            if known is not None:
+                report.known_failures[store.slide_id] = f"{known['error_type']}: {known['message']}"
                 continue
             geometry, units = _plan_slide(store, registered, params)
             if not units:
@@ -226,6 +277,9 @@ def infer(
         except SlideFleetError as exc:
             report.failures.append(FailureRecord.from_exception("infer", slide_id, exc, model_id=registered.model_id,
                                                                 source_path=str(store_path)))
+            if key is not None:
+                record_failure(failure_marker(layout.root, "infer", slide_id, registered.model_id), key,
+                               error_type=type(exc).__name__, message=str(exc), run_id=report.run_id)
             continue
         job = SlideJob(store, final_path, partial, key, geometry, len(units), sum(u.n_tiles for u in units),
                        unit_keys=[u.key for u in units])
@@ -282,7 +336,7 @@ def infer(
                         "tile_size_px": registered.card.tile_size_px,
                     },
                 )
-                report.scored.append(result)
+                committed(job, result)
                 return
             finalise(
                 job.partial_path, job.final_path, job.key, job.geometry,
@@ -296,13 +350,21 @@ def infer(
                 },
                 result=result,
             )
+            committed(job, result)
+
+        def committed(job: SlideJob, result: dict[str, Any]) -> None:
             report.scored.append(result)
+            write_table_part(layout.tables_dir, "inferred", [_inferred_row(result)],
+                             partition={"model_id": registered.model_id}, run_id=report.run_id)
+            clear_failure(failure_marker(layout.root, "infer", job.slide_id, registered.model_id))
 
         def fail(job: SlideJob, error: BaseException) -> None:
             if not job.failed:
                 job.failed = True
                 report.failures.append(FailureRecord.from_exception(
                     "infer", job.slide_id, error, model_id=registered.model_id, source_path=str(job.store.path)))
+                record_failure(failure_marker(layout.root, "infer", job.slide_id, registered.model_id), job.key,
+                               error_type=type(error).__name__, message=str(error), run_id=report.run_id)
 
         for job in jobs:  # slides whose units were all done before a crash
             commit_if_done(job)
@@ -373,8 +435,6 @@ def infer(
                 shutil.rmtree(job.partial_path, ignore_errors=True)
 
     report.seconds = time.perf_counter() - started
-    rows = [{**r, "run_id": report.run_id} for r in report.scored]
-    write_table_part(layout.tables_dir, "inferred", [{k: v for k, v in r.items() if k != "run_id"} for r in rows],
-                     partition={"model_id": registered.model_id}, run_id=report.run_id)
+    merge_run_parts(layout.tables_dir, "inferred", run_id=report.run_id, partition={"model_id": registered.model_id})
     write_failures(layout.tables_dir, report.failures, run_id=report.run_id)
     return report

@@ -135,7 +135,7 @@ def finalise(
     ]
     group.attrs["ome"] = ngff.score_map_attributes(attributes["slide_id"], levels, channel_names)
     group.attrs["slidefleet"] = attributes
-    write_completion(path, {"input_key": key, "result": result})
+    write_completion(path, {"input_key": key, "result": result, "run_id": attributes.get("run_id")})
     trash = final_path.parent / f".{final_path.name}.trash-{input_key_hash(key)}"
     if final_path.exists():
         os.replace(final_path, trash)

@@ -15,12 +15,15 @@ from tqdm.auto import tqdm
 
 from engine.cluster import ensure_ray
 from engine.errors import SlideFleetError, WorkerDied
-from engine.ingest.convert import IngestResult, convert_slide
+from engine.ingest.convert import IngestResult, convert_slide, input_key
 from engine.ingest.params import IngestParams
 from engine.manifest import SlideEntry, read_manifest
 from engine.runs import new_run_id
+from engine.slides.hashing import HashCache
 from engine.store import FleetLayout, remove_stale_temporaries
-from engine.tables import FailureRecord, write_failures, write_table_part
+from engine.store.failed import clear_failure, failed_before, failure_marker, record_failure
+from engine.tables import FailureRecord, read_table, write_failures
+from engine.tables.current import replace_current_rows
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +35,8 @@ class IngestReport:
     run_id: str
     results: list[IngestResult] = field(default_factory=list)
     failures: list[FailureRecord] = field(default_factory=list)
+    known_failures: dict[str, str] = field(default_factory=dict)
+    """slide_id -> error of its last attempt, made on the same inputs: not retried."""
 
     @property
     def converted(self) -> list[IngestResult]:
@@ -74,6 +79,22 @@ def cpus_per_slide(params: IngestParams, n_slides: int) -> int:
     return max(1, min(total // max(1, n_slides), free))
 
 
+def failure_key(entry: SlideEntry, params: IngestParams, cache: HashCache | None = None) -> dict[str, object]:
+    """The inputs an ingest attempt ran on; a file that cannot be read is keyed by its path."""
+    try:
+        return input_key(entry, params, cache=cache)
+    except (OSError, SlideFleetError):
+        return {"unreadable": str(entry.path), "params_hash": params.output_hash()}
+
+
+def known_failure(layout: FleetLayout, entry: SlideEntry, params: IngestParams) -> dict[str, object] | None:
+    """The failure marker of ``entry`` when its last ingest failed on the same inputs."""
+    marker = failure_marker(layout.root, "ingest", entry.slide_id)
+    if not marker.exists():
+        return None
+    return failed_before(marker, failure_key(entry, params, HashCache(layout.hash_cache)))
+
+
 def ingest(
     manifest: Path | str,
     root: Path | str,
@@ -84,11 +105,14 @@ def ingest(
     slide_ids: Sequence[str] | None = None,
     progress: bool = True,
     run_id: str | None = None,
+    retry_failed: bool = True,
 ) -> IngestReport:
     """Convert every slide of ``manifest`` into ``root/slides/<slide_id>.ome.zarr``.
 
     Slides whose file, annotation and parameters are unchanged since a completed conversion are
     skipped. Each failing slide becomes a row of ``root/tables/failures``; the others complete.
+    A failure also leaves a marker with the slide's input key; with ``retry_failed=False`` a
+    slide whose last attempt failed on the same inputs is not tried again (``known_failures``).
     """
     params = params or IngestParams()
     layout = FleetLayout(Path(root))
@@ -97,6 +121,12 @@ def ingest(
     for rejected in parsed.rejected:
         report.failures.append(FailureRecord.from_exception("manifest", rejected.slide_id, rejected.error))
     entries = [e for e in parsed.entries if slide_ids is None or e.slide_id in set(slide_ids)]
+    if not retry_failed:
+        for entry in entries:
+            known = known_failure(layout, entry, params)
+            if known is not None:
+                report.known_failures[entry.slide_id] = f"{known['error_type']}: {known['message']}"
+        entries = [e for e in entries if e.slide_id not in report.known_failures]
     layout.slides_dir.mkdir(parents=True, exist_ok=True)
     for stale in remove_stale_temporaries(layout.slides_dir):
         log.warning("removed %s left half-written by an interrupted run", stale.name)
@@ -121,10 +151,14 @@ def ingest(
                                    "it was retried once. The file may crash the slide library."),
                         source_path=str(entry.path),
                     )
+                marker = failure_marker(layout.root, "ingest", entry.slide_id)
                 if isinstance(outcome, FailureRecord):
                     report.failures.append(outcome)
+                    record_failure(marker, failure_key(entry, params, HashCache(layout.hash_cache)),
+                                   error_type=outcome.error_type, message=outcome.message, run_id=report.run_id)
                 else:
                     report.results.append(outcome)
+                    clear_failure(marker)
                     if outcome.annotation_error is not None:
                         report.failures.append(
                             FailureRecord.from_exception(
@@ -135,7 +169,11 @@ def ingest(
                 bar.set_postfix(failed=len(report.failures))
                 bar.update()
 
-    rows = [r.table_row() for r in report.results]
-    write_table_part(layout.tables_dir, "ingested", rows, run_id=report.run_id)
+    # One current row per slide: a conversion replaces the slide's row; a reused store keeps
+    # the row of the conversion that made it (written here only if that row is missing).
+    ingested = read_table(layout.tables_dir, "ingested")
+    recorded = set(ingested.column("slide_id").to_pylist()) if ingested.num_rows else set()
+    rows = [r.table_row() for r in report.results if not r.skipped or r.slide_id not in recorded]
+    replace_current_rows(layout.tables_dir, "ingested", rows, key="slide_id", run_id=report.run_id)
     write_failures(layout.tables_dir, report.failures, run_id=report.run_id)
     return report

@@ -131,6 +131,14 @@ class ModelCard(BaseModel):
         description="The class whose score is thresholded into the positive mask and compared "
         "with ground truth (e.g. 'tumour'); default: the last class.",
     )
+    default_threshold: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Probability threshold of the positive class the authors recommend. Used "
+        "only for cohorts without calibration slides and without a threshold fitted earlier "
+        "for this model version (post records which threshold it used).",
+    )
     tile_size_px: int = Field(ge=8, le=8192, description="Side of the square input tile, pixels.")
     mpp: float = Field(gt=0, le=1000, description="Micrometres per pixel the model expects.")
     overlap_px: int = Field(

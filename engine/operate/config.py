@@ -37,6 +37,11 @@ class JobConfig(BaseModel):
     demo_models: bool = Field(False, description="Train and register the demo models first if missing.")
     strict: bool = Field(False, description="Exit non-zero when any slide failed any stage.")
     views: bool = Field(True, description="Render heatmaps, GeoJSON and the cohort report.")
+    retry_failed: bool = Field(
+        False,
+        description="Retry slides whose last attempt failed on the same inputs (same content hash, "
+        "parameters and model). Off: such slides are skipped until the slide or a parameter changes.",
+    )
     ingest: IngestParams = Field(default_factory=IngestParams)
     qc: QcParams = Field(default_factory=QcParams)
     infer: InferParams = Field(default_factory=InferParams)

@@ -26,6 +26,7 @@ from engine.runs import new_run_id
 from engine.store import FleetLayout
 from engine.store.atomic import atomic_write_bytes, sweep_stale_files
 from engine.tables import FailureRecord, read_table
+from engine.views.params import ViewParams
 
 log = logging.getLogger(__name__)
 
@@ -45,32 +46,148 @@ class CohortResult:
     run_record: Path
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)
     write_errors: list[str] = field(default_factory=list)  # outputs lost to a full disk etc.
+    known_failures: dict[str, dict[str, str]] = field(default_factory=dict)
+    """stage -> slide_id -> error of a last attempt on the same inputs, not retried this run."""
 
     def to_pandas(self) -> dict[str, pd.DataFrame]:
         return {name: table.to_pandas() for name, table in self.tables.items()}
 
 
-def save_fleet_state(layout: FleetLayout, config: JobConfig) -> None:
-    """Remember the job so ``reprocess`` knows the manifest, models and parameters."""
-    atomic_write_bytes(layout.root / FLEET_FILE, json.dumps(config.model_dump(mode="json"), indent=2).encode())
+def save_fleet_state(layout: FleetLayout, config: JobConfig) -> JobConfig:
+    """Remember the job so ``reprocess`` knows the manifest, models and parameters.
+
+    Paths are stored absolute (cron and Ray jobs run from other folders), and ``models`` is
+    every model the fleet has run, not only this run's: reprocess keeps all of them current.
+    Returns what was stored.
+    """
+    path = layout.root / FLEET_FILE
+    previous = _load(path, layout) if path.exists() else None
+    models = list(dict.fromkeys([*(previous.models if previous else []), *config.models]))
+    manifest = config.manifest or (previous.manifest if previous else None)
+    if manifest is not None:
+        manifest = str(Path(manifest).expanduser().resolve())
+    stored = config.model_copy(update={"root": str(layout.root), "manifest": manifest, "models": models,
+                                       "retry_failed": False})
+    atomic_write_bytes(path, json.dumps(stored.model_dump(mode="json"), indent=2).encode())
+    return stored
+
+
+def _load(path: Path, layout: FleetLayout) -> JobConfig:
+    job = JobConfig.model_validate_json(path.read_text())
+    if job.manifest is not None and not Path(job.manifest).expanduser().is_absolute():
+        # Written before paths were stored absolute: relative to the root if it is there.
+        beside_root = layout.root / job.manifest
+        job = job.model_copy(update={"manifest": str(beside_root if beside_root.exists() else Path(job.manifest).resolve())})
+    return job.model_copy(update={"root": str(layout.root)})
 
 
 def load_fleet_state(layout: FleetLayout) -> JobConfig:
     path = layout.root / FLEET_FILE
     if not path.exists():
         raise ConfigError(f"{layout.root} has no {FLEET_FILE}: run `slidefleet run` on it first.")
-    return JobConfig.model_validate_json(path.read_text())
+    return _load(path, layout)
 
 
-def _tables_for(layout: FleetLayout, model_ids: Sequence[str]) -> dict[str, pa.Table]:
+def _tables_for(
+    layout: FleetLayout, model_ids: Sequence[str], *, post_params_hash: str | None = None, run_id: str | None = None
+) -> dict[str, pa.Table]:
+    """The current result tables: these models, and only rows of the current post parameters.
+
+    Parts of earlier post parameters stay on disk (they are results of their own), but a run's
+    tables and summary show what its parameters produce. ``failures`` holds this run's rows.
+    """
     tables: dict[str, pa.Table] = {}
     for name in RESULT_TABLES:
         table = read_table(layout.tables_dir, name)
         if table.num_rows and "model_id" in table.column_names:
             table = table.filter(pc.is_in(table["model_id"], pa.array(list(model_ids), pa.string())))
+        if post_params_hash is not None and table.num_rows and "params_hash" in table.column_names:
+            table = table.filter(pc.equal(table["params_hash"], post_params_hash))
         tables[name] = table
-    tables["failures"] = read_table(layout.tables_dir, "failures")
+    failures = read_table(layout.tables_dir, "failures")
+    if run_id is not None and failures.num_rows:
+        failures = failures.filter(pc.equal(failures["run_id"], run_id))
+    tables["failures"] = failures
     return tables
+
+
+VIEWS_RECORD = "_views.json"
+
+
+def views_key(post_run_id: str | None, post_params_hash: str, view: ViewParams) -> dict[str, Any]:
+    """What a model's views are drawn from: the post run (its inputs and parameters) and ``view``."""
+    return {"post_run_id": post_run_id, "post_params_hash": post_params_hash,
+            "view_params": view.model_dump(mode="json")}
+
+
+def views_are_current(layout: FleetLayout, model_id: str, key: dict[str, Any]) -> bool:
+    directory = layout.views_dir / model_id
+    try:
+        record = json.loads((directory / VIEWS_RECORD).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return False
+    return record == json.loads(json.dumps(key)) and (directory / "report.html").exists()
+
+
+def record_views(layout: FleetLayout, model_id: str, key: dict[str, Any]) -> None:
+    atomic_write_bytes(layout.views_dir / model_id / VIEWS_RECORD, json.dumps(key, indent=2).encode())
+
+
+def record_ingest(record: RunRecord, report: Any, seconds: float) -> None:
+    """The ingest stage and per-slide telemetry in the run record."""
+    megapixels = sum(r.width_px * r.height_px for r in report.converted) / 1e6
+    record.stage("ingest", seconds=seconds, converted=len(report.converted), skipped=len(report.skipped),
+                 failed=len(report.failures), not_retried=len(report.known_failures), megapixels=megapixels,
+                 megapixels_per_s=megapixels / seconds if seconds else None)
+    for result in report.results:
+        record.slide(result.slide_id, "ingest", seconds=result.seconds, skipped=result.skipped,
+                     megapixels=result.width_px * result.height_px / 1e6,
+                     cpu_seconds=result.cpu_seconds, peak_rss_mib=result.peak_rss_mib)
+    if report.known_failures:
+        record.not_retried["ingest"] = dict(report.known_failures)
+
+
+def record_infer(record: RunRecord, ref: str, model_id: str, inferred: Any, seconds: float) -> None:
+    """One model's infer stage and per-slide telemetry in the run record."""
+    record.stage(f"infer:{ref}", seconds=seconds, tiles=inferred.tiles,
+                 tiles_per_s=inferred.tiles_per_second, steady_tiles_per_s=inferred.steady_tiles_per_second,
+                 scored=len(inferred.scored), skipped=len(inferred.skipped), failed=len(inferred.failures),
+                 not_retried=len(inferred.known_failures), actors=inferred.actors, model_id=model_id)
+    for scored in inferred.scored:
+        io_and_compute = scored["read_seconds"] + scored["model_seconds"]
+        record.slide(scored["slide_id"], f"infer:{ref}", seconds=scored["seconds"],
+                     tiles=scored["tiles"], tiles_per_s=scored["tiles"] / scored["seconds"] if scored["seconds"] else None,
+                     read_seconds=scored["read_seconds"], model_seconds=scored["model_seconds"],
+                     io_fraction=scored["read_seconds"] / io_and_compute if io_and_compute else None)
+    if inferred.known_failures:
+        record.not_retried[f"infer:{ref}"] = dict(inferred.known_failures)
+
+
+def record_post(record: RunRecord, ref: str, posted: Any, seconds: float) -> None:
+    record.stage(f"post:{ref}", seconds=seconds, slides=posted.tables["slides"].num_rows, failed=len(posted.failures),
+                 reused=posted.reused, threshold=posted.threshold, threshold_objective=posted.threshold_objective,
+                 threshold_source=posted.threshold_source)
+
+
+def views_stage(config: JobConfig, root: Path, ref: str, model_id: str, posted: Any, record: RunRecord,
+                run_id: str) -> list[FailureRecord]:
+    """Render a model's views unless those of the same post run and view parameters exist."""
+    from engine.views import render_views
+
+    if not config.views:
+        return []
+    layout = FleetLayout(root)
+    key = views_key(posted.run_id, posted.params_hash, config.view)
+    if views_are_current(layout, model_id, key):
+        record.stage(f"views:{ref}", seconds=0.0, written=0, failed=0, up_to_date=True)
+        return []
+    started = time.perf_counter()
+    viewed = render_views(root, ref, params=config.view, run_id=run_id)
+    record.stage(f"views:{ref}", seconds=time.perf_counter() - started, written=len(viewed.paths),
+                 failed=len(viewed.failures), write_errors=viewed.write_errors)
+    if not viewed.failures and not viewed.write_errors:
+        record_views(layout, model_id, key)
+    return list(viewed.failures)
 
 
 def run_stages(
@@ -84,12 +201,11 @@ def run_stages(
     post_models: Sequence[str] | None = None,
     skip_ingest: bool = False,
 ) -> tuple[dict[str, str], list[FailureRecord]]:
-    """Run the stages the plan asks for; return {model ref: model_id} and all failures."""
+    """Run the stages the plan asks for, one after another; {model ref: model_id}, failures."""
     from engine.infer import infer
     from engine.ingest import ingest
     from engine.models import ModelRegistry, make_demo_models
     from engine.post import post
-    from engine.views import render_views
 
     assert config.root is not None
     root = Path(config.root)
@@ -99,16 +215,9 @@ def run_stages(
             raise ConfigError("the job has no manifest: give one on the command line or in the config file.")
         started = time.perf_counter()
         report = ingest(Path(config.manifest), root, params=config.ingest, address=config.address,
-                        slide_ids=ingest_slide_ids, progress=progress, run_id=run_id)
-        seconds = time.perf_counter() - started
-        megapixels = sum(r.width_px * r.height_px for r in report.converted) / 1e6
-        record.stage("ingest", seconds=seconds, converted=len(report.converted), skipped=len(report.skipped),
-                     failed=len(report.failures), megapixels=megapixels,
-                     megapixels_per_s=megapixels / seconds if seconds else None)
-        for result in report.results:
-            record.slide(result.slide_id, "ingest", seconds=result.seconds, skipped=result.skipped,
-                         megapixels=result.width_px * result.height_px / 1e6,
-                         cpu_seconds=result.cpu_seconds, peak_rss_mib=result.peak_rss_mib)
+                        slide_ids=ingest_slide_ids, progress=progress, run_id=run_id,
+                        retry_failed=config.retry_failed)
+        record_ingest(record, report, time.perf_counter() - started)
         failures += report.failures
 
     excluded = _qc_stage(config, root, run_id=run_id, record=record, progress=progress, failures=failures,
@@ -126,32 +235,17 @@ def run_stages(
         if slide_ids is None or slide_ids:
             started = time.perf_counter()
             inferred = infer(root, registered.ref, params=config.infer, address=config.address,
-                             slide_ids=slide_ids, progress=progress, run_id=run_id)
-            record.stage(f"infer:{registered.ref}", seconds=time.perf_counter() - started, tiles=inferred.tiles,
-                         tiles_per_s=inferred.tiles_per_second, steady_tiles_per_s=inferred.steady_tiles_per_second,
-                         scored=len(inferred.scored), skipped=len(inferred.skipped), failed=len(inferred.failures),
-                         actors=inferred.actors, model_id=registered.model_id)
-            for scored in inferred.scored:
-                io_and_compute = scored["read_seconds"] + scored["model_seconds"]
-                record.slide(scored["slide_id"], f"infer:{registered.ref}", seconds=scored["seconds"],
-                             tiles=scored["tiles"], tiles_per_s=scored["tiles"] / scored["seconds"] if scored["seconds"] else None,
-                             read_seconds=scored["read_seconds"], model_seconds=scored["model_seconds"],
-                             io_fraction=scored["read_seconds"] / io_and_compute if io_and_compute else None)
+                             slide_ids=slide_ids, progress=progress, run_id=run_id,
+                             retry_failed=config.retry_failed)
+            record_infer(record, registered.ref, registered.model_id, inferred, time.perf_counter() - started)
             failures += inferred.failures
         if post_models is None or registered.ref in post_models:
             started = time.perf_counter()
             posted = post(root, registered.ref, params=config.post, dask_address=config.dask_address,
                           progress=progress, run_id=run_id)
-            record.stage(f"post:{registered.ref}", seconds=time.perf_counter() - started,
-                         slides=posted.tables["slides"].num_rows, failed=len(posted.failures))
+            record_post(record, registered.ref, posted, time.perf_counter() - started)
             failures += posted.failures
-            if config.views:
-                started = time.perf_counter()
-                viewed = render_views(root, registered.ref, params=config.view)
-                record.stage(f"views:{registered.ref}", seconds=time.perf_counter() - started,
-                             written=len(viewed.paths), failed=len(viewed.failures),
-                             write_errors=viewed.write_errors)
-                failures += viewed.failures
+            failures += views_stage(config, root, registered.ref, registered.model_id, posted, record, run_id)
     return model_ids, failures
 
 
@@ -229,11 +323,19 @@ def score_cohort(
         write_run_record_after(record, layout, exc)
         raise
     save_fleet_state(layout, job)
+    return finish_run(layout, job, record, model_ids, failures)
+
+
+def finish_run(layout: FleetLayout, job: JobConfig, record: RunRecord, model_ids: dict[str, str],
+               failures: list[FailureRecord]) -> CohortResult:
+    """Write the run record and gather the run's current tables."""
     record.failures = [f.__dict__ for f in failures]
     path = record.write(layout.runs_dir)
-    return CohortResult(run_id=run_id, root=layout.root, model_ids=model_ids,
-                        tables=_tables_for(layout, list(model_ids.values())), failures=failures,
-                        run_record=path, stages=record.stages, write_errors=write_errors_of(record))
+    tables = _tables_for(layout, list(model_ids.values()), post_params_hash=job.post.output_hash(),
+                         run_id=record.run_id)
+    return CohortResult(run_id=record.run_id, root=layout.root, model_ids=model_ids, tables=tables,
+                        failures=failures, run_record=path, stages=record.stages,
+                        known_failures=record.not_retried, write_errors=write_errors_of(record))
 
 
 def stale_file_dirs(layout: FleetLayout) -> list[Path]:

@@ -27,16 +27,19 @@ from engine.models import ModelRegistry
 from engine.operate.config import JobConfig
 from engine.operate.pipeline import (
     CohortResult,
-    _tables_for,
+    finish_run,
     load_fleet_state,
     run_stages,
     save_fleet_state,
+    views_are_current,
+    views_key,
 )
 from engine.operate.telemetry import RunRecord
 from engine.qc.gate import excluded_slides
 from engine.runs import new_run_id
 from engine.slides.hashing import HashCache, check_input_file
 from engine.store import FleetLayout, read_completion
+from engine.store.failed import failed_before, failure_marker
 from engine.store.slide_store import SlideStore
 
 log = logging.getLogger(__name__)
@@ -52,6 +55,8 @@ class ReprocessPlan:
     model_ids: dict[str, str] = field(default_factory=dict)
     up_to_date_slides: int = 0
     refused: dict[str, str] = field(default_factory=dict)  # slide_id -> why its input is unusable
+    not_retried: dict[str, dict[str, str]] = field(default_factory=dict)
+    """stage -> slide_id -> error: failed before on the same inputs, skipped (``retry_failed``)."""
 
     @property
     def is_empty(self) -> bool:
@@ -73,6 +78,10 @@ class ReprocessPlan:
                          else f"infer {ref} (model_id {model_id}): nothing stale")
             lines += [f"  {slide_id}: {reason}" for slide_id, reason in sorted(stale.items())]
             lines.append(f"post+views {ref}: {self.post[ref]}" if ref in self.post else f"post+views {ref}: up to date")
+        for stage, slides in sorted(self.not_retried.items()):
+            lines.append(f"{stage}: {len(slides)} slide(s) not retried: they failed before on the same inputs "
+                         "(--retry-failed retries them)")
+            lines += [f"  {slide_id}: {error}" for slide_id, error in sorted(slides.items())]
         return "\n".join(lines)
 
 
@@ -97,7 +106,12 @@ def plan_reprocess(root: Path | str, config: JobConfig | None = None) -> Reproce
             plan.refused[entry.slide_id] = f"{type(exc).__name__}: {exc}"
             continue
         if record is None:
-            plan.ingest[entry.slide_id] = "not ingested yet (or its last attempt failed)"
+            known = failed_before(failure_marker(layout.root, "ingest", entry.slide_id), key)
+            if known is not None and not job.retry_failed:
+                plan.not_retried.setdefault("ingest", {})[entry.slide_id] = f"{known['error_type']}: {known['message']}"
+                continue
+            plan.ingest[entry.slide_id] = ("failed before; retried" if known is not None
+                                           else "not ingested yet (or its last attempt failed)")
         elif record.get("input_key") != key:
             old = record.get("input_key", {})
             changed = [name for name in key if old.get(name) != key[name]]
@@ -122,13 +136,30 @@ def plan_reprocess(root: Path | str, config: JobConfig | None = None) -> Reproce
                 continue
             key = prediction_key(store, registered, job.infer)
             if not is_complete(layout.prediction_store(registered.model_id, entry.slide_id), key):
+                marker = failure_marker(layout.root, "infer", entry.slide_id, registered.model_id)
+                known = failed_before(marker, key)
+                if known is not None and not job.retry_failed:
+                    plan.not_retried.setdefault(f"infer:{registered.ref}", {})[entry.slide_id] = (
+                        f"{known['error_type']}: {known['message']}")
+                    continue
                 stale[entry.slide_id] = "no prediction for this model version and parameters"
         plan.infer[ref] = stale
         if stale:
             plan.post[ref] = f"{len(stale)} prediction(s) recomputed"
         elif not post_is_current(layout.root, registered.ref, job.post):
             plan.post[ref] = "post parameters or predictions changed since the last post run"
+        elif job.views and not _views_current(layout, registered.model_id, job):
+            plan.post[ref] = "views missing or view parameters changed"
     return plan
+
+
+def _views_current(layout: FleetLayout, model_id: str, job: JobConfig) -> bool:
+    from engine.post import read_post_record
+
+    params_hash = job.post.output_hash()
+    record = read_post_record(layout.root, model_id, params_hash)
+    run_id = None if record is None else record.get("run_id")
+    return views_are_current(layout, model_id, views_key(run_id, params_hash, job.view))
 
 
 def reprocess(
@@ -137,11 +168,18 @@ def reprocess(
     config: JobConfig | None = None,
     dry_run: bool = False,
     progress: bool = True,
+    retry_failed: bool | None = None,
 ) -> tuple[ReprocessPlan, CohortResult | None]:
-    """Plan, and unless ``dry_run``, recompute exactly the stale outputs."""
+    """Plan, and unless ``dry_run``, recompute exactly the stale outputs.
+
+    A slide whose last attempt failed on the same inputs is not retried unless ``retry_failed``
+    (or the config's ``retry_failed``) is set; a changed slide or parameter retries it.
+    """
     layout = FleetLayout(Path(root))
     job = config or load_fleet_state(layout)
     job = job.model_copy(update={"root": str(layout.root)})
+    if retry_failed is not None:
+        job = job.model_copy(update={"retry_failed": retry_failed})
     plan = plan_reprocess(layout.root, job)
     if dry_run or plan.is_empty:
         return plan, None
@@ -159,11 +197,7 @@ def reprocess(
         post_models=[ModelRegistry(layout.root).resolve(ref).ref for ref in plan.post],
     )
     save_fleet_state(layout, job)
-    record.failures = [f.__dict__ for f in failures]
-    path = record.write(layout.runs_dir)
-    return plan, CohortResult(run_id=run_id, root=layout.root, model_ids=model_ids,
-                              tables=_tables_for(layout, list(model_ids.values())), failures=failures,
-                              run_record=path, stages=record.stages)
+    return plan, finish_run(layout, job, record, model_ids, failures)
 
 
 def watch(root: Path | str, *, every_s: float, max_runs: int | None = None, progress: bool = False) -> int:

@@ -54,6 +54,8 @@ class RunRecord:
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)
     slides: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     failures: list[dict[str, Any]] = field(default_factory=list)
+    not_retried: dict[str, dict[str, str]] = field(default_factory=dict)
+    """stage -> slide_id -> error: slides whose last attempt failed on the same inputs."""
 
     def stage(self, name: str, **values: Any) -> None:
         self.stages.setdefault(name, {}).update(values)
@@ -75,6 +77,7 @@ class RunRecord:
             "stages": self.stages,
             "slides": self.slides,
             "failures": self.failures,
+            "not_retried": self.not_retried,
         }
         path = Path(runs_dir) / f"{self.run_id}.json"
         atomic_write_bytes(path, json.dumps(document, indent=2, default=str).encode())

@@ -12,7 +12,9 @@ row (slide_id ``*``) goes to failures; slides are then thresholded at
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from dask import delayed
@@ -23,7 +25,10 @@ from engine.post.params import PostParams
 from engine.post.planning import task_key
 from engine.post.report import COHORT_SLIDE_ID, PostReport
 from engine.post.slide_task import STAGE, SlidePlan, SweepPart, sum_sweeps, sweep_task
+from engine.post.threshold_store import store_fitted_threshold, threshold_without_calibration
 from engine.tables import FailureRecord
+
+log = logging.getLogger(__name__)
 
 _REDUCE_FAN_IN = 8
 
@@ -107,26 +112,53 @@ def fit_pass(
     if isinstance(summed, BaseException):  # the reduction itself was lost, not one slide
         raise summed
     failures += summed.failures
+    fleet_root = Path(plans[0].slide_store).parent.parent if plans else None
+    return choose_threshold(summed, params, report, failures, fleet_root=fleet_root)
+
+
+def choose_threshold(
+    summed: SweepPart,
+    params: PostParams,
+    report: PostReport,
+    failures: list[FailureRecord],
+    *,
+    fleet_root: Path | None,
+) -> list[dict[str, Any]]:
+    """Fit on the summed calibration sweeps, or take a threshold from elsewhere; the sweep rows.
+
+    A fit is stored with the model version (:mod:`engine.post.threshold_store`). Without one,
+    the stored fit, ``post.fallback_threshold`` or the card's ``default_threshold`` is used and
+    ``report.threshold_source`` says which; only when none exists is a cohort-wide
+    ``ThresholdFitError`` appended to ``failures`` (and no slide is thresholded).
+    """
     fitted, reason = fit_objectives(summed, params)
     report.fitted_thresholds = fitted
     report.calibration_slide_ids = sorted(summed.slide_ids)
     if reason is None:
         report.threshold, report.threshold_objective = fitted[params.objective], params.objective
+        report.threshold_source = {"kind": "calibration_fit", "calibration_split": params.calibration_split,
+                                   "n_slides": len(report.calibration_slide_ids)}
+        if fleet_root is not None:
+            store_fitted_threshold(report.model, params, threshold=report.threshold, fitted_thresholds=fitted,
+                                   calibration_slide_ids=report.calibration_slide_ids,
+                                   fleet_root=fleet_root, run_id=report.run_id)
         return threshold_rows(summed, params, fitted)
-    fallback = params.fallback_threshold
-    note = (
-        f"; slides are thresholded at the fallback {fallback}"
-        if fallback is not None
-        else "; set post.fallback_threshold to threshold slides anyway"
-    )
+    found = threshold_without_calibration(report.model, params)
+    if found is not None:
+        report.threshold, report.threshold_objective, source = found
+        report.threshold_source = {**source, "why": reason}
+        log.info("post %s: %s; using the threshold %s from %s", report.model.ref, reason, report.threshold,
+                 source["kind"])
+        return []
     failures.append(
         FailureRecord(
-            STAGE, COHORT_SLIDE_ID, ThresholdFitError.__name__, reason + note, model_id=model_id
+            STAGE, COHORT_SLIDE_ID, ThresholdFitError.__name__,
+            reason + "; run a calibration cohort with ground truth for this model version first, or set "
+            "post.fallback_threshold (or the model card's default_threshold) to threshold slides anyway",
+            model_id=report.model.model_id,
         )
     )
-    if fallback is not None:
-        report.threshold, report.threshold_objective = fallback, "fixed"
     return []
 
 
-__all__ = ["fit_objectives", "fit_pass", "threshold_rows"]
+__all__ = ["choose_threshold", "fit_objectives", "fit_pass", "threshold_rows"]

@@ -122,6 +122,7 @@ def write_outputs(
         "threshold_objective": report.threshold_objective,
         "fitted_thresholds": report.fitted_thresholds,
         "calibration_slide_ids": report.calibration_slide_ids,
+        "threshold_source": report.threshold_source,
         "n_slides": len(slide_rows),
         "n_failures": len(report.failures),
     }
@@ -138,6 +139,7 @@ def reuse(layout: FleetLayout, report: PostReport, previous: dict[str, Any]) -> 
     report.threshold_objective = previous.get("threshold_objective")
     report.fitted_thresholds = previous.get("fitted_thresholds", {})
     report.calibration_slide_ids = previous.get("calibration_slide_ids", [])
+    report.threshold_source = previous.get("threshold_source")
 
 
 __all__ = ["reuse", "write_outputs"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -36,6 +36,9 @@ class PostReport:
     """Threshold fitted on the calibration split for each objective that has one."""
     calibration_slide_ids: list[str] = field(default_factory=list)
     """Slides whose sweep counts the fit summed."""
+    threshold_source: dict[str, Any] | None = None
+    """Where the applied threshold came from: this cohort's fit, a fit stored with the model
+    version, ``post.fallback_threshold`` or the model card (see :mod:`engine.post.threshold_store`)."""
     reused: bool = False
     """True when an up-to-date run's tables were read back instead of recomputed."""
     scheduler: str = ""
