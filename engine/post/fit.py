@@ -5,9 +5,11 @@ per-slide ``dask.delayed`` tasks and summed by a tree reduction on the workers, 
 reaches the driver; each objective's threshold is fitted on that sum. Nothing from any other
 split enters the fit.
 
-No calibration slide with tumour: the thresholds table stays empty and a ``ThresholdFitError``
-row (slide_id ``*``) goes to failures; slides are then thresholded at
-``params.fallback_threshold`` (objective ``fixed``) if one is configured, else not at all.
+No calibration slide with tumour in a cohort that assigns splits: the thresholds table stays
+empty and a ``ThresholdFitError`` row (slide_id ``*``) goes to failures; slides are then
+thresholded at ``params.fallback_threshold`` (objective ``fixed``) if one is configured, else not
+at all. A cohort without splits (new slides to score) takes a stored fit or the card's default
+(:mod:`engine.post.threshold_store`).
 """
 
 from __future__ import annotations
@@ -113,7 +115,10 @@ def fit_pass(
         raise summed
     failures += summed.failures
     fleet_root = Path(plans[0].slide_store).parent.parent if plans else None
-    return choose_threshold(summed, params, report, failures, fleet_root=fleet_root)
+    # A cohort that assigns splits was meant to be fitted on; one with no split at all is an
+    # unlabelled (scoring) cohort that takes a threshold from elsewhere.
+    fit_expected = any(p.split for p in plans)
+    return choose_threshold(summed, params, report, failures, fleet_root=fleet_root, fit_expected=fit_expected)
 
 
 def choose_threshold(
@@ -123,12 +128,15 @@ def choose_threshold(
     failures: list[FailureRecord],
     *,
     fleet_root: Path | None,
+    fit_expected: bool = False,
 ) -> list[dict[str, Any]]:
     """Fit on the summed calibration sweeps, or take a threshold from elsewhere; the sweep rows.
 
-    A fit is stored with the model version (:mod:`engine.post.threshold_store`). Without one,
-    the stored fit, ``post.fallback_threshold`` or the card's ``default_threshold`` is used and
-    ``report.threshold_source`` says which; only when none exists is a cohort-wide
+    A fit is stored with the model version (:mod:`engine.post.threshold_store`). For a cohort
+    without splits (``fit_expected`` false) the stored fit, ``post.fallback_threshold`` or the
+    card's ``default_threshold`` is used; for one with splits whose calibration split cannot be
+    fitted, only ``post.fallback_threshold``. ``report.threshold_source`` says which; only
+    when none applies is a cohort-wide
     ``ThresholdFitError`` appended to ``failures`` (and no slide is thresholded).
     """
     fitted, reason = fit_objectives(summed, params)
@@ -143,7 +151,16 @@ def choose_threshold(
                                    calibration_slide_ids=report.calibration_slide_ids,
                                    fleet_root=fleet_root, run_id=report.run_id)
         return threshold_rows(summed, params, fitted)
-    found = threshold_without_calibration(report.model, params)
+    # A cohort meant to be fitted (it assigns splits) whose calibration split cannot be fitted
+    # (empty, no ground truth, no tumour) has a problem the user must see: only an explicit
+    # post.fallback_threshold overrides it. Stored fits and the card's default serve cohorts
+    # with no splits, i.e. nothing to fit on by design.
+    if not fit_expected:
+        found = threshold_without_calibration(report.model, params)
+    elif params.fallback_threshold is not None:
+        found = params.fallback_threshold, "fixed", {"kind": "post.fallback_threshold"}
+    else:
+        found = None
     if found is not None:
         report.threshold, report.threshold_objective, source = found
         report.threshold_source = {**source, "why": reason}

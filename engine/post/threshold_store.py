@@ -7,7 +7,7 @@ key*: the post parameters that decide a fit (score kind, objective, grid, positi
 truth labels, class label values), not morphology or metrics options. The newest entry of a key
 wins. Entries never change ``model_id`` (it hashes the model file and the card only).
 
-When post finds no calibration slide with ground truth it takes, in order: the stored fit for
+When a cohort assigns no splits (nothing to fit on by design) post takes, in order: the stored fit for
 its fit key, ``post.fallback_threshold``, the model card's ``default_threshold``. The post
 record and run record say which (``threshold_source``).
 """
