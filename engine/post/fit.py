@@ -91,8 +91,13 @@ def fit_pass(
     params: PostParams,
     report: PostReport,
     failures: list[FailureRecord],
+    *,
+    fit_expected: bool,
 ) -> list[dict[str, Any]]:
     """Sum the calibration slides' sweeps on the workers, fit; return the sweep rows.
+
+    ``fit_expected``: the cohort assigns splits, so it was meant to be fitted on (see
+    :func:`choose_threshold`); a cohort with no split at all takes a threshold from elsewhere.
 
     Sets ``report.threshold`` / ``threshold_objective`` / ``fitted_thresholds`` /
     ``calibration_slide_ids``; appends failed slides (and a cohort-wide ``ThresholdFitError``)
@@ -115,9 +120,6 @@ def fit_pass(
         raise summed
     failures += summed.failures
     fleet_root = Path(plans[0].slide_store).parent.parent if plans else None
-    # A cohort that assigns splits was meant to be fitted on; one with no split at all is an
-    # unlabelled (scoring) cohort that takes a threshold from elsewhere.
-    fit_expected = any(p.split for p in plans)
     return choose_threshold(summed, params, report, failures, fleet_root=fleet_root, fit_expected=fit_expected)
 
 
