@@ -47,7 +47,7 @@ class Annotation(ABC):
 
     @abstractmethod
     def rasterise_block(
-        self, x0_px: int, y0_px: int, width_px: int, height_px: int, downsample: float
+        self, x0_px: float, y0_px: float, width_px: int, height_px: int, downsample: float
     ) -> NDArray[np.uint8]:
         """Labels of a block, shape ``(height_px, width_px)``, sampled at output pixel centres.
 
@@ -153,7 +153,7 @@ class PolygonAnnotation(Annotation):
         return list(self._holes)
 
     def rasterise_block(
-        self, x0_px: int, y0_px: int, width_px: int, height_px: int, downsample: float
+        self, x0_px: float, y0_px: float, width_px: int, height_px: int, downsample: float
     ) -> NDArray[np.uint8]:
         _check_block(width_px, height_px, downsample)
         out = np.zeros((height_px, width_px), dtype=np.uint8)
@@ -343,7 +343,7 @@ class MaskAnnotation(Annotation):
         self.source = source
 
     def rasterise_block(
-        self, x0_px: int, y0_px: int, width_px: int, height_px: int, downsample: float
+        self, x0_px: float, y0_px: float, width_px: int, height_px: int, downsample: float
     ) -> NDArray[np.uint8]:
         _check_block(width_px, height_px, downsample)
         out = np.zeros((height_px, width_px), dtype=np.uint8)

@@ -23,7 +23,7 @@ MAX_CELLS = 1 << 22
 """Rows are filled in chunks of at most this many (row, column) cells to bound scratch memory."""
 
 
-def pixel_centres(origin_px: int, count: int, downsample: float) -> NDArray[np.float64]:
+def pixel_centres(origin_px: float, count: int, downsample: float) -> NDArray[np.float64]:
     """Level-0 coordinates of the centres of ``count`` output pixels starting at ``origin_px``."""
     return origin_px + (np.arange(count, dtype=np.float64) + 0.5) * downsample
 

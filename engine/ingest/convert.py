@@ -45,8 +45,8 @@ from engine.ingest.levels import (
 from engine.ingest.params import IngestParams
 from engine.ingest.pyramid import (
     LevelPlan,
-    downsample_area_2x,
-    downsample_nearest_2x,
+    centre_sample_indices,
+    labels_at_centres,
     plan_levels,
 )
 from engine.ingest.sparse import dilate, margin_px, plan_coverage
@@ -54,6 +54,7 @@ from engine.manifest import SlideEntry
 from engine.slides import SlideReader, open_slide, slide_content_sha256
 from engine.slides.hashing import HashCache, check_input_file
 from engine.store import FleetLayout, atomic_directory, ngff, read_completion, write_completion
+from engine.store.frame import Frame
 from engine.store.jpeg_codec import JpegCodec
 from engine.store.slide_store import COVERAGE_GROUP
 from engine.tissue import detect_tissue
@@ -147,21 +148,6 @@ def _create_rgb_array(group: zarr.Group, plan: LevelPlan, params: IngestParams) 
                          jpeg_quality=params.jpeg_quality if params.codec == "jpeg" else None)
 
 
-def _downsample_level(source: zarr.Array, target: zarr.Array, out_block_px: int, *, labels: bool) -> None:
-    """Fill ``target`` with a 2x downsample of ``source``, one output block at a time."""
-    height_px, width_px = target.shape[-2:]
-    for y in range(0, height_px, out_block_px):
-        for x in range(0, width_px, out_block_px):
-            h = min(out_block_px, height_px - y)
-            w = min(out_block_px, width_px - x)
-            if labels:
-                block = source[2 * y : 2 * (y + h), 2 * x : 2 * (x + w)]
-                target[y : y + h, x : x + w] = downsample_nearest_2x(block)[:h, :w]
-            else:
-                block = source[:, 2 * y : 2 * (y + h), 2 * x : 2 * (x + w)]
-                target[:, y : y + h, x : x + w] = downsample_area_2x(block)[:, :h, :w]
-
-
 @dataclass(frozen=True)
 class PyramidOutcome:
     """What the RGB pyramid writer did: coverage per sparse level (absent = complete)."""
@@ -250,24 +236,49 @@ def _write_coverage(image: zarr.Group, coverage: dict[int, NDArray[np.bool_]]) -
         array[:] = grid.astype(np.uint8)
 
 
+def _label_level_from_base(base: zarr.Array, target: zarr.Array, factor: int, out_block_px: int) -> None:
+    """Fill ``target`` with ``base`` sampled at the centres of pixels ``factor`` x coarser.
+
+    Each coarse value comes from the (at most four) base pixels nearest its centre, the point the
+    level's NGFF translation names, so every level is registered to the base within half a base
+    pixel. Reads only those rows and columns of the base, one output block at a time.
+    """
+    base_h, base_w = base.shape
+    height_px, width_px = target.shape
+    rows_lo, rows_hi = centre_sample_indices(height_px, factor, base_h)
+    cols_lo, cols_hi = centre_sample_indices(width_px, factor, base_w)
+    for y in range(0, height_px, out_block_px):
+        for x in range(0, width_px, out_block_px):
+            r_lo, r_hi = rows_lo[y : y + out_block_px], rows_hi[y : y + out_block_px]
+            c_lo, c_hi = cols_lo[x : x + out_block_px], cols_hi[x : x + out_block_px]
+            rows, row_inv = np.unique(np.concatenate([r_lo, r_hi]), return_inverse=True)
+            cols, col_inv = np.unique(np.concatenate([c_lo, c_hi]), return_inverse=True)
+            block = np.asarray(base.get_orthogonal_selection((rows, cols)))
+            rl, rh = row_inv[: r_lo.size], row_inv[r_lo.size :]
+            cl, ch = col_inv[: c_lo.size], col_inv[c_lo.size :]
+            target[y : y + r_lo.size, x : x + c_lo.size] = labels_at_centres(
+                block[np.ix_(rl, cl)], block[np.ix_(rl, ch)], block[np.ix_(rh, cl)], block[np.ix_(rh, ch)]
+            )
+
+
 def _label_pyramid(group: zarr.Group, base: zarr.Array, params: IngestParams, n_levels: int) -> int:
-    """Add 2x nearest levels under ``group`` after ``base`` (path "0") up to ``n_levels`` in all.
+    """Add 2x levels under ``group`` after ``base`` (path "0") up to ``n_levels`` in all.
 
     NGFF readers (ome-zarr-models) expect a label to have as many levels as its image; each level
     carries its own true scale, so the label pyramid starts at its own (coarser) resolution.
+    Level ``k`` is sampled from the base at its own pixel centres (never from the level above,
+    which would compound the half-pixel offsets of each 2x step).
     """
-    previous = base
+    shape = base.shape
     out_block_px = max(params.chunk_px, params.block_px // 2)
     for level in range(1, n_levels):
-        height_px, width_px = (max(1, math.ceil(s / 2)) for s in previous.shape)
-        array = _create_array(group, str(level), (height_px, width_px), params.chunk_px, params.zstd_level,
-                              ("y", "x"), 0)
-        _downsample_level(previous, array, out_block_px, labels=True)
-        previous = array
+        shape = tuple(max(1, math.ceil(s / 2)) for s in shape)
+        array = _create_array(group, str(level), shape, params.chunk_px, params.zstd_level, ("y", "x"), 0)
+        _label_level_from_base(base, array, 2**level, out_block_px)
     return n_levels
 
 
-def _label_levels(count: int, mpp_y: float, mpp_x: float, ds_y: float, ds_x: float) -> list[ngff.LevelScale]:
+def _label_levels(count: int, mpp_y: float, mpp_x: float, ds_y: float, ds_x: float) -> list[Frame]:
     return [ngff.level_scale(str(i), mpp_y, mpp_x, ds_y * 2**i, ds_x * 2**i) for i in range(count)]
 
 
@@ -338,7 +349,7 @@ def _write_annotation(entry: SlideEntry, reader: SlideReader, labels: zarr.Group
         for x in range(0, width_px, block):
             w, h = min(block, width_px - x), min(block, height_px - y)
             raster: NDArray[np.uint8] = annotation.rasterise_block(
-                round(x * downsample), round(y * downsample), w, h, downsample
+                x * downsample, y * downsample, w, h, downsample
             )
             labelled_px += int(np.count_nonzero(raster))
             base[y : y + h, x : x + w] = raster

@@ -71,9 +71,58 @@ def downsample_area_2x(block: NDArray[np.uint8]) -> NDArray[np.uint8]:
     return ((summed + 2) // 4).astype(np.uint8)
 
 
+def centre_sample_indices(n_out: int, factor: int, n_in: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Input pixels nearest the centres of ``n_out`` output pixels that each span ``factor`` inputs.
+
+    Output pixel ``j`` covers input ``[j*f, (j+1)*f)`` and its centre lies at input index
+    ``j*f + (f - 1)/2`` (centre coordinates), the point its NGFF translation names. For odd ``f``
+    that is one input pixel (returned twice); for even ``f`` it is the corner shared by two,
+    ``(lo, hi)``. Indices past the input's end (a ceil-sized last pixel) are clamped to it.
+    """
+    if factor < 1:
+        raise ValueError(f"factor must be >= 1, got {factor}")
+    start = np.arange(n_out, dtype=np.int64) * factor
+    lo = start + (factor - 1) // 2
+    hi = start + factor // 2
+    return np.minimum(lo, n_in - 1), np.minimum(hi, n_in - 1)
+
+
+def labels_at_centres(
+    ll: NDArray[np.uint8], lh: NDArray[np.uint8], hl: NDArray[np.uint8], hh: NDArray[np.uint8]
+) -> NDArray[np.uint8]:
+    """The label at each coarse pixel centre from its four nearest input pixels (row, col: lo/hi).
+
+    The majority of the four; a tie goes to ``hh`` (then ``hl``, ``lh``), which is the half-open
+    convention of the polygon rasteriser (a centre on an edge belongs to the pixel below/right).
+    Labels are never averaged.
+    """
+    samples = (hh, hl, lh, ll)
+    counts = np.stack([sum((a == b).astype(np.uint8) for b in samples) for a in samples])
+    choice = np.argmax(counts, axis=0)
+    return np.choose(choice, samples).astype(np.uint8)
+
+
 def downsample_nearest_2x(labels: NDArray[np.uint8]) -> NDArray[np.uint8]:
-    """Nearest-neighbour 2x downsample of a (H, W) label block (labels must not be averaged)."""
-    return np.ascontiguousarray(labels[0::2, 0::2])
+    """2x downsample of a whole (H, W) label array, each value taken at the coarse pixel centre.
+
+    Coarse pixel ``j`` covers fine ``2j, 2j+1`` and its centre (NGFF translation of the level)
+    is their shared corner, so the value is the majority of the 2x2 block, ties to its
+    bottom-right pixel (see :func:`labels_at_centres`). Odd edges repeat the last pixel.
+    """
+    return downsample_labels(labels, 2)
+
+
+def downsample_labels(labels: NDArray[np.uint8], factor: int) -> NDArray[np.uint8]:
+    """``factor`` x downsample (ceil-sized) of a (H, W) label array, sampled at coarse pixel centres."""
+    height, width = labels.shape
+    rows_lo, rows_hi = centre_sample_indices(math.ceil(height / factor), factor, height)
+    cols_lo, cols_hi = centre_sample_indices(math.ceil(width / factor), factor, width)
+    return labels_at_centres(
+        labels[np.ix_(rows_lo, cols_lo)],
+        labels[np.ix_(rows_lo, cols_hi)],
+        labels[np.ix_(rows_hi, cols_lo)],
+        labels[np.ix_(rows_hi, cols_hi)],
+    )
 
 
 def block_origins(length_px: int, block_px: int) -> range:
