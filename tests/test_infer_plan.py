@@ -42,6 +42,34 @@ def test_tiles_are_selected_where_tissue_is_whatever_the_mask_resolution() -> No
     assert cols.min() == int(2400 // tile_um) and cols.max() == int(3199 // tile_um)
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_every_tissue_pixel_lies_under_a_scored_tile_and_only_those_are_scored(seed: int) -> None:
+    """Brute force: a tile is scored exactly when some tissue pixel's footprint overlaps it."""
+    rng = np.random.default_rng(seed)
+    mpp = float(rng.uniform(0.24, 0.5))
+    g = _geometry(width_px=4000, height_px=3000, mpp_x=mpp, mpp_y=mpp, model_mpp=float(rng.uniform(0.5, 2.0)))
+    ds = float(rng.choice([8.0, 16.0, 32.0, 12.5]))  # tissue mask ds level-0 px per pixel
+    scale, translation = mpp * ds, mpp * (ds - 1) / 2
+    tissue = rng.random((int(np.ceil(3000 / ds)), int(np.ceil(4000 / ds)))) < 0.004
+    selected = tissue_tiles(g, tissue, tissue_scale_y_um=scale, tissue_scale_x_um=scale,
+                            tissue_translation_y_um=translation, tissue_translation_x_um=translation,
+                            mpp_x=mpp, mpp_y=mpp)
+    tile_um = g.step_px * g.level0_per_model_px_x * mpp
+    want = np.zeros_like(selected)
+    for i, j in zip(*np.nonzero(tissue), strict=True):
+        y0, x0 = translation + (i - 0.5) * scale + mpp / 2, translation + (j - 0.5) * scale + mpp / 2
+        for r in range(g.n_rows):
+            for c in range(g.n_cols):
+                overlap_y = min(y0 + scale, (r + 1) * tile_um) - max(y0, r * tile_um)
+                overlap_x = min(x0 + scale, (c + 1) * tile_um) - max(x0, c * tile_um)
+                if overlap_y > 1e-9 and overlap_x > 1e-9:
+                    want[r, c] = True
+    # Footprints past the last tile belong to it (the grid covers the slide; masks are ceil-sized).
+    np.testing.assert_array_equal(selected[: want.shape[0], : want.shape[1]] | want, selected)
+    extra = selected & ~want
+    assert not extra[:-1, :-1].any(), "only tiles that tissue overlaps are scored"
+
+
 def test_units_own_disjoint_output_chunks_and_cover_every_selected_tile() -> None:
     g = _geometry()
     rng = np.random.default_rng(0)

@@ -135,7 +135,8 @@ class ScoringActor:
         """Scores of the same tiles at ``mpp_factor`` x coarser, mapped onto the fine output grid."""
         assert self.params.fusion is not None
         g, unit, m = job.geometry, job.unit, self.params.fusion.mpp_factor
-        coarse_mpp = g.model_mpp * m
+        coarse_mpp = g.level0_per_model_px_x * store.mpp_x * m
+        coarse_f = (g.level0_per_model_px_x * m, g.level0_per_model_px_y * m)
         size = g.tile_size_px
         centres = [((unit.row0 + r + 0.5) * g.step_px / m, (unit.col0 + c + 0.5) * g.step_px / m) for r, c in positions]
         origins = [(round(cy - size / 2), round(cx - size / 2)) for cy, cx in centres]
@@ -143,7 +144,7 @@ class ScoringActor:
         x0 = min(o[1] for o in origins)
         y1 = max(o[0] for o in origins) + size
         x1 = max(o[1] for o in origins) + size
-        window = read_model_window(store, source_level(store, coarse_mpp), coarse_mpp, (x0, y0, x1 - x0, y1 - y0))
+        window = read_model_window(store, source_level(store, coarse_mpp), coarse_f, (x0, y0, x1 - x0, y1 - y0))
         tiles = cut_tiles(window, size, [(oy - y0, ox - x0) for oy, ox in origins])
         coarse, _ = self._forward_locked(tiles)
         k = g.out_per_tile_px
@@ -170,7 +171,9 @@ class ScoringActor:
         store = self._store(job.slide_store_path)
         g, unit = job.geometry, job.unit
         positions = [(r, c) for r in range(unit.rows) for c in range(unit.cols) if unit.tile_mask[r][c]]
-        window = read_model_window(store, source_level(store, g.model_mpp), g.model_mpp, unit_input_window(g, unit))
+        level = source_level(store, g.model_mpp) if g.source_level is None else store.level(g.source_level)
+        f = (g.level0_per_model_px_x, g.level0_per_model_px_y)
+        window = read_model_window(store, level, f, unit_input_window(g, unit))
         tiles = cut_tiles(window, g.tile_size_px, [(r * g.step_px, c * g.step_px) for r, c in positions])
         read_seconds = time.perf_counter() - started
         scores, model_seconds = self._forward_locked(tiles)

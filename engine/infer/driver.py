@@ -37,6 +37,7 @@ from engine.infer.prediction_store import (
     open_or_create_partial,
     record_unit_done,
 )
+from engine.infer.reading import model_frame
 from engine.models import ModelRegistry, RegisteredModel
 from engine.runs import new_run_id
 from engine.store import FleetLayout, read_completion
@@ -47,7 +48,7 @@ from engine.tables.current import merge_run_parts
 
 log = logging.getLogger(__name__)
 
-PREDICTION_FORMAT_VERSION = 1
+PREDICTION_FORMAT_VERSION = 2  # 2: footprint tile selection, tiles read on physical centres
 INFERRED_COLUMNS = ("slide_id", "model_id", "model", "tiles", "units", "seconds", "read_seconds",
                     "model_seconds", "unit_retries")
 
@@ -113,10 +114,13 @@ def prediction_key(store: SlideStore, model: RegisteredModel, params: InferParam
 
 def _plan_slide(store: SlideStore, model: RegisteredModel, params: InferParams) -> tuple[TileGeometry, list[WorkUnit]]:
     card = model.card
+    frame = model_frame(store, card.mpp, params.mpp_tolerance)
     geometry = tile_geometry(
         width_px=store.width_px, height_px=store.height_px, mpp_x=store.mpp_x, mpp_y=store.mpp_y,
         model_mpp=card.mpp, tile_size_px=card.tile_size_px, overlap_px=card.overlap_px,
         output_stride=card.output_stride, unit_tiles=params.unit_tiles,
+        level0_per_model_px=(frame.level0_per_model_px_x, frame.level0_per_model_px_y),
+        source_level=frame.source_level,
     )
     (tissue_level, *_) = store.label_levels("tissue")
     tissue = np.asarray(store.label("tissue", tissue_level)[:]).astype(bool)
@@ -124,7 +128,7 @@ def _plan_slide(store: SlideStore, model: RegisteredModel, params: InferParams) 
         geometry, tissue,
         tissue_scale_y_um=tissue_level.scale_y_um, tissue_scale_x_um=tissue_level.scale_x_um,
         tissue_translation_y_um=tissue_level.translation_y_um, tissue_translation_x_um=tissue_level.translation_x_um,
-        mpp_x=store.mpp_x, mpp_y=store.mpp_y, samples_per_side=params.tissue_samples_per_side,
+        mpp_x=store.mpp_x, mpp_y=store.mpp_y,
     )
     reads = [(card.mpp, card.tile_size_px)]
     if params.fusion is not None:
@@ -346,7 +350,9 @@ def infer(
                     "kind": registered.card.kind, "class_names": channel_names,
                     "slide_store": str(job.store.path), "infer_params": params.model_dump(mode="json"),
                     "engine_version": __version__, "run_id": report.run_id,
-                    "output_px_um": job.geometry.model_mpp * job.geometry.stride_px,
+                    "output_px_um": job.geometry.level0_per_out_px_x * job.store.mpp_x,
+                    "tile_reading": model_frame(
+                        job.store, registered.card.mpp, params.mpp_tolerance).provenance(job.store),
                 },
                 result=result,
             )

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from engine.infer.tta import TTAMode
+from engine.store.keys import content_hash
 
 
 class FusionConfig(BaseModel):
@@ -43,7 +42,11 @@ class InferParams(BaseModel):
     fusion: FusionConfig | None = Field(None, description="Two-magnification fusion, off by default.")
     mixed_precision: bool = Field(True, description="bfloat16/float16 autocast on CUDA (no effect on CPU).")
     channels_last: bool = Field(True, description="channels-last memory format on CUDA.")
-    tissue_samples_per_side: int = Field(4, ge=1, le=32, description="Tissue-mask samples per tile side when selecting tiles.")
+    mpp_tolerance: float = Field(
+        0.03, ge=0, le=0.25,
+        description="Relative mpp difference within which a pyramid level is read as stored, not resampled "
+        "(0.499 µm/px serves a 0.5 µm/px model, as in WSInfer and TIAToolbox); recorded in the prediction.",
+    )
     max_actor_restarts: int = Field(3, ge=0, description="Restarts of a dead actor (its units are retried).")
     feature_dtype: Literal["float16", "float32"] = Field(
         "float16", description="dtype of the embeddings an embedding_extractor writes to features/."
@@ -52,5 +55,5 @@ class InferParams(BaseModel):
 
     def output_hash(self) -> str:
         """Hash of the fields that change the scores (not scheduling or placement)."""
-        payload = self.model_dump(include={"tta", "fusion", "mixed_precision", "tissue_samples_per_side"})
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+        payload = self.model_dump(include={"tta", "fusion", "mixed_precision", "mpp_tolerance"})
+        return content_hash(payload)

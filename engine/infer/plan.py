@@ -1,7 +1,9 @@
 """Planning tiles at the model's resolution: pure functions of geometry, no I/O.
 
 Frames. *Model px*: the grid the model sees, ``card.mpp`` µm per pixel, origin at the slide's
-level-0 origin, so model pixel ``u`` covers level-0 ``[u*f, (u+1)*f)`` with ``f = card.mpp / mpp``.
+level-0 origin, so model pixel ``u`` covers level-0 ``[u*f, (u+1)*f)`` with ``f = card.mpp / mpp``
+(or, when a pyramid level's mpp is within the tolerance of the model's, that level's downsample:
+the level is then the model grid, read pixel for pixel).
 Tile ``(row, col)`` *keeps* model px ``[col*step, (col+1)*step)`` (``step = tile - overlap``) and
 reads ``overlap/2`` more on every side for context. Each tile yields ``k = step / stride`` output
 pixels per side (1 for a patch classifier), so output pixel ``i`` covers ``stride`` model px.
@@ -35,6 +37,8 @@ class TileGeometry:
     n_rows: int
     n_cols: int
     unit_tiles: int
+    source_level: str | None = None
+    """Pyramid level the tiles are read from (see ``engine.infer.reading.model_frame``)."""
 
     @property
     def out_height_px(self) -> int:
@@ -76,10 +80,16 @@ def tile_geometry(
     overlap_px: int,
     output_stride: int,
     unit_tiles: int,
+    level0_per_model_px: tuple[float, float] | None = None,
+    source_level: str | None = None,
 ) -> TileGeometry:
-    """Tile and output grids covering the whole slide (partial edge tiles included)."""
+    """Tile and output grids covering the whole slide (partial edge tiles included).
+
+    ``level0_per_model_px`` (f_x, f_y) overrides ``model_mpp / mpp`` when a pyramid level is read
+    as the model grid (its mpp within the tolerance of the model's).
+    """
     step = tile_size_px - overlap_px
-    f_x, f_y = model_mpp / mpp_x, model_mpp / mpp_y
+    f_x, f_y = level0_per_model_px or (model_mpp / mpp_x, model_mpp / mpp_y)
     stride = output_stride if output_stride < step else step
     return TileGeometry(
         tile_size_px=tile_size_px,
@@ -93,7 +103,34 @@ def tile_geometry(
         n_rows=max(1, math.ceil(height_px / (f_y * step))),
         n_cols=max(1, math.ceil(width_px / (f_x * step))),
         unit_tiles=unit_tiles,
+        source_level=source_level,
     )
+
+
+def _tile_span(
+    n_px: int, scale_um: float, translation_um: float, tile_um: float, origin_um: float, n_tiles: int
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """First and last tile (inclusive) whose kept region overlaps each mask pixel's footprint.
+
+    Mask pixel ``i`` covers ``[t + (i - 0.5) s, t + (i + 0.5) s)`` µm; tile ``c`` keeps
+    ``[origin + c * tile, origin + (c + 1) * tile)``. Overlaps of zero length do not count.
+    """
+    centres = translation_um + np.arange(n_px, dtype=np.float64) * scale_um
+    lo = (centres - scale_um / 2 - origin_um) / tile_um
+    hi = (centres + scale_um / 2 - origin_um) / tile_um
+    first = np.clip(np.floor(lo).astype(np.int64), 0, n_tiles - 1)
+    last = np.clip(np.ceil(hi).astype(np.int64) - 1, 0, n_tiles - 1)
+    return first, np.maximum(first, last)
+
+
+def _any_over_spans(mask: NDArray[np.bool_], first: NDArray[np.int64], last: NDArray[np.int64], n: int) -> NDArray[np.bool_]:
+    """(n, W): row ``r`` is the OR of the mask rows ``i`` whose span ``first[i]..last[i]`` holds ``r``."""
+    out = np.zeros((n, mask.shape[1]), dtype=bool)
+    for offset in range(int((last - first).max(initial=0)) + 1):
+        rows = first + offset
+        keep = (rows <= last) & mask.any(axis=1)
+        np.logical_or.at(out, rows[keep], mask[keep])
+    return out
 
 
 def tissue_tiles(
@@ -106,26 +143,22 @@ def tissue_tiles(
     tissue_translation_x_um: float,
     mpp_x: float,
     mpp_y: float,
-    samples_per_side: int = 4,
 ) -> NDArray[np.bool_]:
-    """Which tiles to score: (n_rows, n_cols), True where any sample of the kept region is tissue.
+    """Which tiles to score: (n_rows, n_cols), True where any tissue pixel overlaps the kept region.
 
-    Each tile's kept region is sampled on a ``samples_per_side``² grid of points, each looked up
-    (nearest pixel centre) in the tissue mask, whatever the two resolutions are.
+    A tissue pixel's footprint is the square its NGFF scale and translation give it; a tile is
+    scored if any tissue footprint overlaps what it keeps, so every tissue pixel lies under a
+    scored tile (whatever the two resolutions are), and post finds no tissue without a score.
     """
-    offsets = (np.arange(samples_per_side) + 0.5) / samples_per_side
-    cols = (np.arange(geometry.n_cols)[:, None] + offsets[None, :]).ravel() * geometry.step_px
-    rows = (np.arange(geometry.n_rows)[:, None] + offsets[None, :]).ravel() * geometry.step_px
-    x_um = cols * geometry.level0_per_model_px_x * mpp_x
-    y_um = rows * geometry.level0_per_model_px_y * mpp_y
-    ix = np.rint((x_um - tissue_translation_x_um) / tissue_scale_x_um).astype(np.int64)
-    iy = np.rint((y_um - tissue_translation_y_um) / tissue_scale_y_um).astype(np.int64)
-    inside_x = (ix >= 0) & (ix < tissue.shape[1])
-    inside_y = (iy >= 0) & (iy < tissue.shape[0])
-    samples = tissue[np.clip(iy, 0, tissue.shape[0] - 1)][:, np.clip(ix, 0, tissue.shape[1] - 1)]
-    samples = samples & inside_y[:, None] & inside_x[None, :]
-    per_tile = samples.reshape(geometry.n_rows, samples_per_side, geometry.n_cols, samples_per_side)
-    return per_tile.any(axis=(1, 3))
+    # Model px u covers level-0 [u*f, (u+1)*f); level-0 pixel k's centre is at k * mpp µm.
+    tile_x_um = geometry.step_px * geometry.level0_per_model_px_x * mpp_x
+    tile_y_um = geometry.step_px * geometry.level0_per_model_px_y * mpp_y
+    cols = _tile_span(tissue.shape[1], tissue_scale_x_um, tissue_translation_x_um, tile_x_um, -mpp_x / 2,
+                      geometry.n_cols)
+    rows = _tile_span(tissue.shape[0], tissue_scale_y_um, tissue_translation_y_um, tile_y_um, -mpp_y / 2,
+                      geometry.n_rows)
+    by_row = _any_over_spans(tissue.astype(bool), *rows, geometry.n_rows)  # (n_rows, W)
+    return _any_over_spans(by_row.T, *cols, geometry.n_cols).T
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,6 @@ the store is renamed to its final name.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
 import shutil
@@ -24,12 +22,13 @@ from zarr.codecs import ZstdCodec
 from engine.infer.plan import TileGeometry
 from engine.store import ngff
 from engine.store.completion import read_completion, write_completion
+from engine.store.keys import content_hash
 
 UNITS_LOG = "units.log"
 
 
 def input_key_hash(key: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return content_hash(key)
 
 
 def partial_path(final_path: Path, key: dict[str, Any]) -> Path:

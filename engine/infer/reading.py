@@ -1,20 +1,62 @@
-"""Reading a model-px window out of a slide store: best pyramid level, then resampling."""
+"""Reading a model-px window out of a slide store: one level, read as is or resampled exactly.
+
+Frames. The *model frame* is a grid of ``f_x`` x ``f_y`` level-0 px per model px with its origin
+at the slide's level-0 origin: model pixel ``u`` covers level-0 ``[u*f, (u+1)*f)``, so its centre
+lies at ``((u + 0.5) * f - 0.5) * mpp`` µm in the slide store's physical frame (level-0 pixel
+``k``'s centre is at ``k * mpp``). Every tile pixel is computed from that physical position only,
+never from where the tile sits in its work unit, so scores do not depend on ``unit_tiles``.
+
+Two ways to read (:func:`model_frame` decides, once per slide):
+
+* **As stored**: a pyramid level whose pixel size is within ``mpp_tolerance`` (relative) of the
+  model's is read pixel for pixel; the model frame *is* that level (``f`` = its downsample), as
+  WSInfer and TIAToolbox do when a scanner reports 0.499 µm/px for a 0.5 µm/px model.
+* **Resampled**: otherwise the coarsest level finer than the model is resampled with one
+  separable antialiased (triangle) filter on physical coordinates at pixel centres
+  (:func:`resample_taps`), bilinear when upsampling.
+"""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from numpy.typing import NDArray
 
-from engine.store.slide_store import SlideStore, StoredLevel
+from engine.store.frame import Frame
+from engine.store.slide_store import SlideStore
 
 GLASS_VALUE = 255  # outside the slide is white glass, as OpenSlide's transparent pixels composite
 
 
-def read_level_window(array, x0: int, y0: int, width: int, height: int) -> NDArray[np.uint8]:
+@dataclass(frozen=True)
+class ModelFrame:
+    """How a slide is read for a model: the model grid (level-0 px per model px) and its source."""
+
+    level0_per_model_px_x: float
+    level0_per_model_px_y: float
+    source_level: str
+    """Path of the pyramid level the tiles are read from."""
+    resampled: bool
+    """False when that level is read pixel for pixel (its mpp is within the tolerance)."""
+    model_mpp: float
+    mpp_tolerance: float
+
+    def provenance(self, store: SlideStore) -> dict[str, Any]:
+        """What a prediction records about how its tiles were read."""
+        return {
+            "model_mpp": self.model_mpp,
+            "mpp_tolerance": self.mpp_tolerance,
+            "source_level": self.source_level,
+            "resampled": self.resampled,
+            "tile_mpp_x": self.level0_per_model_px_x * store.mpp_x,
+            "tile_mpp_y": self.level0_per_model_px_y * store.mpp_y,
+        }
+
+
+def read_level_window(array: Any, x0: int, y0: int, width: int, height: int) -> NDArray[np.uint8]:
     """(3, height, width) of a (3, H, W) array; parts outside the array are glass."""
     _, level_h, level_w = array.shape
     out = np.full((3, height, width), GLASS_VALUE, np.uint8)
@@ -25,34 +67,88 @@ def read_level_window(array, x0: int, y0: int, width: int, height: int) -> NDArr
     return out
 
 
-def source_level(store: SlideStore, model_mpp: float) -> StoredLevel:
+def source_level(store: SlideStore, model_mpp: float) -> Frame:
     """The coarsest stored level that is still at least as fine as the model needs."""
     return store.finest_level_not_coarser_than(model_mpp)
 
 
+def model_frame(store: SlideStore, model_mpp: float, mpp_tolerance: float) -> ModelFrame:
+    """Read a level as stored when its mpp is within ``mpp_tolerance`` of the model's, else resample."""
+    within = [
+        level
+        for level in store.levels
+        if abs(level.scale_x_um / model_mpp - 1) <= mpp_tolerance
+        and abs(level.scale_y_um / model_mpp - 1) <= mpp_tolerance
+    ]
+    if within:
+        level = min(within, key=lambda lv: abs(math.log(lv.scale_x_um * lv.scale_y_um / model_mpp**2)))
+        return ModelFrame(level.scale_x_um / store.mpp_x, level.scale_y_um / store.mpp_y, level.path,
+                          False, model_mpp, mpp_tolerance)
+    level = source_level(store, model_mpp)
+    return ModelFrame(model_mpp / store.mpp_x, model_mpp / store.mpp_y, level.path, True, model_mpp, mpp_tolerance)
+
+
+def resample_taps(
+    u0: int, count: int, level0_per_model_px: float, mpp: float, scale_um: float, translation_um: float
+) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+    """Source pixels and weights, (count, K) each, of model pixels ``u0 .. u0 + count - 1`` on one axis.
+
+    The filter is a triangle centred on the model pixel's physical centre, as wide as one model
+    pixel when downsampling (antialiased) and as one source pixel when upsampling (bilinear);
+    weights are normalised. Everything is computed from absolute pixel indices, so a pixel gets the
+    same taps and weights whichever window it is read in.
+    """
+    u = u0 + np.arange(count, dtype=np.float64)
+    centre = (((u + 0.5) * level0_per_model_px - 0.5) * mpp - translation_um) / scale_um
+    ratio = level0_per_model_px * mpp / scale_um  # source px per model px
+    support = max(ratio, 1.0)
+    first = np.floor(centre - support).astype(np.int64) + 1
+    taps = first[:, None] + np.arange(int(math.ceil(2 * support)) + 1, dtype=np.int64)[None, :]
+    weights = np.clip(1.0 - np.abs(taps - centre[:, None]) / support, 0.0, None)
+    weights /= weights.sum(axis=1, keepdims=True)
+    return taps, weights
+
+
+def _is_identity(taps: NDArray[np.int64], weights: NDArray[np.float64]) -> bool:
+    """Whether every model pixel is exactly one source pixel (weight 1), in order."""
+    best = weights.argmax(axis=1)
+    picked = taps[np.arange(taps.shape[0]), best]
+    # 1e-9: a level that is the model grid can land an ulp off; rounding would give the same bytes.
+    return bool(np.all(weights.max(axis=1) >= 1.0 - 1e-9) and np.all(np.diff(picked) == 1))
+
+
 def read_model_window(
     store: SlideStore,
-    level: StoredLevel,
-    model_mpp: float,
+    level: Frame,
+    level0_per_model_px: tuple[float, float],
     window: tuple[int, int, int, int],
 ) -> NDArray[np.uint8]:
-    """RGB (height, width, 3) of a window given in model px, resampled from ``level``.
+    """RGB (height, width, 3) of a window given in model px (x0, y0, width, height), from ``level``.
 
-    Model px ``u`` maps to level px ``u * r`` with ``r = model_mpp / level_scale``; the level
-    region covering the window is read once and area-resampled to the model grid (antialiased
-    bilinear), or returned as is when the level already has the model's resolution.
+    ``level0_per_model_px`` is (f_x, f_y) of the model frame. A level that *is* the model grid is
+    copied; any other is resampled by :func:`resample_taps` (one filter, on physical positions).
     """
     x0, y0, width, height = window
-    r_x = model_mpp / level.scale_x_um
-    r_y = model_mpp / level.scale_y_um
-    lx0, ly0 = math.floor(x0 * r_x), math.floor(y0 * r_y)
-    lx1, ly1 = math.ceil((x0 + width) * r_x), math.ceil((y0 + height) * r_y)
-    region = read_level_window(store.image(level), lx0, ly0, lx1 - lx0, ly1 - ly0)
-    if region.shape[1:] == (height, width):
-        return region.transpose(1, 2, 0)
-    tensor = torch.from_numpy(region).unsqueeze(0).float()
-    resized = F.interpolate(tensor, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
-    return resized.squeeze(0).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+    f_x, f_y = level0_per_model_px
+    taps_x, w_x = resample_taps(x0, width, f_x, store.mpp_x, level.scale_x_um, level.translation_x_um)
+    taps_y, w_y = resample_taps(y0, height, f_y, store.mpp_y, level.scale_y_um, level.translation_y_um)
+    image = store.image(level)
+    if _is_identity(taps_x, w_x) and _is_identity(taps_y, w_y):
+        lx0 = int(taps_x[np.arange(width), w_x.argmax(axis=1)][0])
+        ly0 = int(taps_y[np.arange(height), w_y.argmax(axis=1)][0])
+        return read_level_window(image, lx0, ly0, width, height).transpose(1, 2, 0)
+    lx0, lx1 = int(taps_x.min()), int(taps_x.max()) + 1
+    ly0, ly1 = int(taps_y.min()), int(taps_y.max()) + 1
+    region = read_level_window(image, lx0, ly0, lx1 - lx0, ly1 - ly0).astype(np.float64)
+    # Separable, one tap at a time: each output value is the same sum, in the same order,
+    # whatever window it was read in (bit-identical across work units).
+    rows = np.zeros((3, height, region.shape[2]), np.float64)
+    for k in range(taps_y.shape[1]):
+        rows += w_y[None, :, k, None] * region[:, taps_y[:, k] - ly0, :]
+    out = np.zeros((3, height, width), np.float64)
+    for k in range(taps_x.shape[1]):
+        out += w_x[None, None, :, k] * rows[:, :, taps_x[:, k] - lx0]
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8).transpose(1, 2, 0)
 
 
 def cut_tiles(
