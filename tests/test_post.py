@@ -19,8 +19,8 @@ from engine.models import ModelRegistry
 from engine.post.cohort import PostReport, post, post_is_current, stale_slides
 from engine.post.compute import SweepCounts, fit_threshold
 from engine.post.params import PostExecution, PostParams
-from engine.post.slide_task import MapGrid, resample_nearest
 from engine.store import read_completion
+from engine.store.frame import Frame, resample_nearest
 from engine.tables import read_table
 from tests import post_fixtures
 from tests.post_fixtures import add_two_class_predictions
@@ -350,6 +350,34 @@ def test_rerun_is_idempotent_and_reads_tables_back(report: PostReport, post_flee
     assert_same_rows(forced.slides, report.slides)
 
 
+def test_every_tissue_pixel_is_scored_and_unscored_tissue_is_counted_not_negative(
+    report: PostReport, fleet_copy: Path
+) -> None:
+    from engine.post.slide_task import SlidePlan, load_slide_maps
+
+    assert report.slides["unscored_tissue_px"].to_pylist() == [0] * report.slides.num_rows
+    before = _row(report, "synth_002")
+    prediction = fleet_copy / "predictions" / report.model.model_id / "synth_002.zarr"
+    plan = SlidePlan("synth_002", str(fleet_copy / "slides" / "synth_002.ome.zarr"), str(prediction),
+                     None, None, 0, 1, False)
+    tissue = load_slide_maps(plan).tissue
+    rows, cols = np.nonzero(tissue)
+    r, c = int(rows[rows.size // 2]), int(cols[cols.size // 2])
+    array = zarr.open_array(prediction / "0", mode="r+")
+    block = np.asarray(array[:, r - 2 : r + 3, c - 2 : c + 3])
+    block[:] = np.nan
+    array[:, r - 2 : r + 3, c - 2 : c + 3] = block
+    lost = int(tissue[r - 2 : r + 3, c - 2 : c + 3].sum())
+    assert lost > 0
+
+    after = _row(post(fleet_copy, "darkness", params=SYNC, progress=False, force=True), "synth_002")
+    assert after["unscored_tissue_px"] == lost
+    assert after["tissue_px"] == before["tissue_px"] - lost
+    # Not counted as negatives: the pixels counted by the confusion matrix shrink by as many.
+    counted = ("tp", "fp", "fn", "tn")
+    assert sum(after[k] for k in counted) == sum(before[k] for k in counted) - lost
+
+
 # --- options --------------------------------------------------------------------------------
 
 
@@ -426,7 +454,7 @@ def test_labels_are_sampled_at_prediction_pixel_centres() -> None:
     array = zarr.create_array(store={}, shape=label.shape, chunks=(16, 16), dtype="int32")
     array[:] = label
     out = resample_nearest(
-        array, MapGrid(2.0, 2.0, 0.75, 0.75, 40, 48), MapGrid(8.0, 8.0, 3.75, 3.75, 12, 13)
+        array, Frame(2.0, 2.0, 0.75, 0.75, 40, 48), Frame(8.0, 8.0, 3.75, 3.75, 12, 13)
     )
     assert out.shape == (12, 13)
     np.testing.assert_array_equal(out[:10, :12], label[2::4, 2::4][:10, :12])
@@ -434,7 +462,7 @@ def test_labels_are_sampled_at_prediction_pixel_centres() -> None:
     assert (out[:, 12:] == 0).all()
     # A coarser label is repeated (nearest), never interpolated.
     up = resample_nearest(
-        array, MapGrid(2.0, 2.0, 0.75, 0.75, 40, 48), MapGrid(1.0, 1.0, 0.25, 0.25, 4, 4)
+        array, Frame(2.0, 2.0, 0.75, 0.75, 40, 48), Frame(1.0, 1.0, 0.25, 0.25, 4, 4)
     )
     np.testing.assert_array_equal(up, label[[0, 0, 1, 1]][:, [0, 0, 1, 1]])
 
@@ -447,8 +475,8 @@ def test_resampling_matches_brute_force_nearest(scale: float, offset: float) -> 
     label = rng.integers(0, 255, size=(37, 53)).astype(np.uint8)
     array = zarr.create_array(store={}, shape=label.shape, chunks=(8, 8), dtype="uint8")
     array[:] = label
-    source = MapGrid(2.0, 2.0, 0.75, 0.75, 37, 53)
-    target = MapGrid(scale, scale, offset, offset, 41, 29)
+    source = Frame(2.0, 2.0, 0.75, 0.75, 37, 53)
+    target = Frame(scale, scale, offset, offset, 41, 29)
     want = np.zeros((41, 29), np.uint8)
     for i in range(41):
         for j in range(29):

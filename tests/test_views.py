@@ -31,10 +31,10 @@ from engine.ingest import ingest
 from engine.post.cohort import post
 from engine.post.params import PostExecution, PostParams
 from engine.store import ngff
-from engine.store.slide_store import SlideStore, StoredLevel
+from engine.store.frame import Frame, resample_nearest
+from engine.store.slide_store import SlideStore
 from engine.tables import read_table
 from engine.views import (
-    PixelGrid,
     RegionRule,
     ReportInputs,
     ViewParams,
@@ -50,7 +50,6 @@ from engine.views import (
     predicted_mask,
     region_feature,
     render_views,
-    sample_nearest,
     smooth_nan,
 )
 from engine.views.panels import GAP_PX, compose_panels
@@ -67,9 +66,9 @@ MISSING = "synth_missing"
 # Pure: levels and grids
 
 
-def _level(path: str, height: int, width: int, scale_um: float) -> StoredLevel:
+def _level(path: str, height: int, width: int, scale_um: float) -> Frame:
     t = scale_um / 2 - 0.25  # pixel-0 centre of a level over a 0.5 µm/px level 0
-    return StoredLevel(path, scale_um, scale_um, t, t, height, width)
+    return Frame(scale_um, scale_um, t, t, height, width, path)
 
 
 PYRAMID = [
@@ -96,12 +95,12 @@ def test_level_for_scale_is_the_coarsest_level_not_coarser_than_asked() -> None:
     assert level_for_scale(PYRAMID, 100).path == "3"
 
 
-def test_sample_nearest_maps_grids_through_physical_space() -> None:
+def test_resample_nearest_maps_grids_through_physical_space() -> None:
     # 8 µm score grid (pixel-0 centre at 3.75 µm) onto a 3 µm grid that is no power of two of it.
-    source_grid = PixelGrid(5, 6, 8.0, 8.0, 3.75, 3.75)
+    source_grid = Frame(8.0, 8.0, 3.75, 3.75, 5, 6)
     source = np.arange(30, dtype=np.int32).reshape(5, 6)
-    target_grid = PixelGrid(16, 20, 3.0, 3.0, 1.25, 1.25)
-    out = sample_nearest(source, source_grid, target_grid, fill=-1)
+    target_grid = Frame(3.0, 3.0, 1.25, 1.25, 16, 20)
+    out = resample_nearest(source, source_grid, target_grid, fill=-1)
     for r in range(16):
         for c in range(20):
             y, x = 1.25 + 3.0 * r, 1.25 + 3.0 * c
@@ -109,10 +108,10 @@ def test_sample_nearest_maps_grids_through_physical_space() -> None:
             expected = source[i, j] if 0 <= i < 5 and 0 <= j < 6 else -1
             assert out[r, c] == expected
     # (C, H, W) and NaN fill of an integer source
-    stacked = sample_nearest(
+    stacked = resample_nearest(
         np.stack([source, source]),
         source_grid,
-        PixelGrid(2, 2, 8, 8, 3.75 + 8 * 5, 3.75),
+        Frame(8, 8, 3.75 + 8 * 5, 3.75, 2, 2),
         fill=np.nan,
     )
     assert stacked.shape == (2, 2, 2)
@@ -121,9 +120,7 @@ def test_sample_nearest_maps_grids_through_physical_space() -> None:
 
 def test_level0_placement_follows_the_ngff_convention() -> None:
     level = ngff.level_scale("0", 0.5, 0.5, 16, 16)
-    grid = PixelGrid(
-        10, 10, level.scale_y_um, level.scale_x_um, level.translation_y_um, level.translation_x_um
-    )
+    grid = Frame(level.scale_y_um, level.scale_x_um, level.translation_y_um, level.translation_x_um, 10, 10)
     assert grid.level0_placement(0.5, 0.5) == pytest.approx(
         {
             "origin_x_level0_px": 0.0,
@@ -377,10 +374,10 @@ def test_heatmap_is_read_from_a_coarse_level_and_transparent_off_tissue(
             rgba = np.asarray(image)
         tissue_level = level_for_scale(store.label_levels("tissue"), level.scale_x_um)
         tissue = (
-            sample_nearest(
+            resample_nearest(
                 np.asarray(store.label("tissue", tissue_level)[:]),
-                PixelGrid.of(tissue_level),
-                PixelGrid.of(level),
+                tissue_level,
+                level,
                 fill=0,
             )
             > 0
@@ -492,17 +489,10 @@ def test_geojson_round_trips_through_the_annotation_reader(
         height, width = array.shape[1:]
         back = annotation.rasterise_block(0, 0, width, height, ds) > 0
         tissue_level = level_for_scale(store.label_levels("tissue"), row["pixel_um"])
-        grid = PixelGrid(
-            height,
-            width,
-            row["pixel_um"],
-            row["pixel_um"],
-            row["pixel_um"] / 2 - store.mpp / 2,
-            row["pixel_um"] / 2 - store.mpp / 2,
-        )
+        grid = Frame(row["pixel_um"], row["pixel_um"], row["pixel_um"] / 2 - store.mpp / 2, row["pixel_um"] / 2 - store.mpp / 2, height, width)
         tissue = (
-            sample_nearest(
-                np.asarray(store.label("tissue", tissue_level)[:]), PixelGrid.of(tissue_level), grid
+            resample_nearest(
+                np.asarray(store.label("tissue", tissue_level)[:]), tissue_level, grid
             )
             > 0
         )

@@ -14,14 +14,15 @@ import zarr
 from zarr.codecs import ZstdCodec
 
 from engine.store import ngff, read_completion, write_completion
+from engine.store.frame import Frame, resample_nearest
 from engine.store.slide_store import SlideStore
-from engine.views.grid import PixelGrid, level_for_scale, sample_nearest
+from engine.views.grid import level_for_scale
 
 
-def _on_grid(store: SlideStore, label: str, grid: PixelGrid) -> np.ndarray:
+def _on_grid(store: SlideStore, label: str, grid: Frame) -> np.ndarray:
     level = level_for_scale(store.label_levels(label), grid.pixel_um)
     return (
-        sample_nearest(np.asarray(store.label(label, level)[:]), PixelGrid.of(level), grid, fill=0)
+        resample_nearest(np.asarray(store.label(label, level)[:]), level, grid, fill=0)
         > 0
     )
 
@@ -38,14 +39,7 @@ def write_multiclass_prediction(
     ds_x, ds_y = pixel_um / store.mpp_x, pixel_um / store.mpp_y
     height, width = int(np.ceil(store.height_px / ds_y)), int(np.ceil(store.width_px / ds_x))
     level = ngff.level_scale("0", store.mpp_y, store.mpp_x, ds_y, ds_x)
-    grid = PixelGrid(
-        height,
-        width,
-        level.scale_y_um,
-        level.scale_x_um,
-        level.translation_y_um,
-        level.translation_x_um,
-    )
+    grid = Frame(level.scale_y_um, level.scale_x_um, level.translation_y_um, level.translation_x_um, height, width)
     tissue = _on_grid(store, "tissue", grid)
     n = len(class_names)
     band = np.minimum((np.arange(width) * n) // width, n - 1)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from engine.store.keys import content_hash
 from engine.tissue import TissueParams
 
 
@@ -87,5 +86,4 @@ class IngestParams(BaseModel):
         payload = self.model_dump(exclude={"block_px", "cpus_per_slide"})
         if self.codec != "jpeg":
             payload.pop("jpeg_quality")  # no effect on a lossless store
-        canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+        return content_hash(payload)

@@ -6,8 +6,6 @@ flags given on the command line override the file.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ from engine.ingest.params import IngestParams
 from engine.mil.params import MilParams
 from engine.post.params import PostParams
 from engine.qc.params import QcParams
+from engine.store.keys import content_hash
 from engine.views.params import ViewParams
 
 
@@ -53,7 +52,7 @@ class JobConfig(BaseModel):
     def stage_hash(self, stage: str) -> str:
         section = getattr(self, stage)
         payload = section.model_dump(mode="json")
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+        return content_hash(payload)
 
 
 def load_job_config(path: Path | str | None, overrides: dict[str, Any] | None = None) -> JobConfig:

@@ -7,8 +7,6 @@ does not make outputs stale.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from typing import Literal
 
@@ -17,6 +15,7 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from engine.post.compute import OBJECTIVES, Objective, default_grid
+from engine.store.keys import content_hash
 
 ScoreKind = Literal["probability", "zscore"]
 Scheduler = Literal["auto", "processes", "threads", "ray", "sync"]
@@ -134,5 +133,4 @@ class PostParams(BaseModel):
     def output_hash(self) -> str:
         """``params_hash``: every field that changes a table, not how the work is scheduled."""
         payload = self.model_dump(mode="json", exclude={"execution"})
-        canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+        return content_hash(payload)

@@ -5,8 +5,6 @@ Read from completion records only (cheap): no score map or label is opened on th
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,6 +14,7 @@ from engine.post.params import PostParams
 from engine.post.slide_task import STAGE, SlidePlan
 from engine.qc.gate import excluded_slides
 from engine.store import FleetLayout, read_completion
+from engine.store.keys import content_hash
 from engine.tables import FailureRecord
 
 if TYPE_CHECKING:
@@ -37,9 +36,7 @@ class CohortPlan:
 
 
 def _digest(payload: Any) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[
-        :16
-    ]
+    return content_hash(payload)
 
 
 def resolve_model(layout: FleetLayout, model: str) -> RegisteredModel:

@@ -9,7 +9,8 @@ resamples tissue and ground truth onto the prediction grid; :func:`slide_sweep` 
 Frames. The prediction store's NGFF ``scale`` / ``translation`` give its pixel size and the
 centre of its pixel 0 in µm, in the same physical frame as the slide store's labels. Labels are
 sampled at the centres of the prediction pixels (nearest label pixel centre), from the coarsest
-label level that is not coarser than the prediction: shapes never need to agree. Level-0 pixel
+label level that is not coarser than the prediction and lines up with it (else the label's
+base): shapes never need to agree. All of it goes through :mod:`engine.store.frame`. Level-0 pixel
 ``k`` spans ``[k, k + 1)`` and its centre lies at ``k * mpp`` µm (plus the level-0 translation).
 """
 
@@ -39,6 +40,7 @@ from engine.post.compute import (
 )
 from engine.post.params import PostParams
 from engine.store import read_completion
+from engine.store.frame import Frame, FrameError, multiscale_frames, resample_nearest
 from engine.tables import FailureRecord
 
 log = logging.getLogger(__name__)
@@ -64,18 +66,6 @@ class SlidePlan:
     multiclass: bool
 
 
-@dataclass(frozen=True, slots=True)
-class MapGrid:
-    """A 2-D grid's pixel size and pixel-0 centre in µm (y, x), and its shape."""
-
-    scale_y_um: float
-    scale_x_um: float
-    translation_y_um: float
-    translation_x_um: float
-    height_px: int
-    width_px: int
-
-
 @dataclass(frozen=True)
 class SlideMaps:
     """One slide's arrays on the prediction grid, and where that grid lies at level 0."""
@@ -84,6 +74,7 @@ class SlideMaps:
     """(C, H, W) model scores, NaN where not scored."""
     channel: int
     tissue: NDArray[np.bool_]
+    """Scored tissue: tissue pixels whose every score is finite (the rest are not evaluated)."""
     annotation: NDArray[np.integer] | None
     """Ground-truth label values sampled on the grid, or ``None`` without ground truth."""
     pixel_um: float
@@ -91,6 +82,8 @@ class SlideMaps:
     level0_px_per_pixel_y: float
     origin_x_level0_px: float
     origin_y_level0_px: float
+    unscored_tissue_px: int = 0
+    """Tissue pixels without a score: left out of ``tissue``, metrics and quantities, and counted."""
 
     @property
     def positive_scores(self) -> NDArray[np.float32]:
@@ -118,104 +111,26 @@ class SlideResult:
 # --- reading --------------------------------------------------------------------------------
 
 
-def _dataset_grid(dataset: dict[str, Any], shape: tuple[int, ...]) -> MapGrid:
-    """The grid of one NGFF multiscale dataset (its ``scale`` and ``translation``)."""
+def _frames(attrs: dict[str, Any], what: str) -> list[Frame]:
+    """Frames of every multiscale level, from NGFF metadata alone (shapes left 0)."""
     try:
-        transforms = {t["type"]: t for t in dataset["coordinateTransformations"]}
-        scale = transforms["scale"]["scale"]
-        translation = transforms.get("translation", {"translation": [0.0] * len(scale)})[
-            "translation"
-        ]
-    except (KeyError, IndexError, TypeError) as exc:
-        raise PredictionInvalid(f"NGFF dataset without a usable scale ({exc!r})") from None
-    return MapGrid(
-        float(scale[-2]),
-        float(scale[-1]),
-        float(translation[-2]),
-        float(translation[-1]),
-        int(shape[-2]),
-        int(shape[-1]),
-    )
+        return multiscale_frames(attrs)
+    except FrameError as exc:
+        raise PredictionInvalid(f"{what}: {exc}") from None
 
 
-def _levels_of(attrs: dict[str, Any]) -> list[tuple[str, MapGrid]]:
-    """(path, grid without shape) of every multiscale level, from NGFF metadata alone."""
-    try:
-        datasets = attrs["ome"]["multiscales"][0]["datasets"]
-    except (KeyError, IndexError, TypeError) as exc:
-        raise PredictionInvalid(f"store has no NGFF multiscales ({exc!r})") from None
-    return [(d["path"], _dataset_grid(d, (0, 0))) for d in datasets]
-
-
-def nearest_indices(
-    n_out: int,
-    out_scale: float,
-    out_translation: float,
-    in_scale: float,
-    in_translation: float,
-    n_in: int,
-) -> tuple[NDArray[np.int64], NDArray[np.bool_]]:
-    """Index of the input pixel whose centre is nearest each output pixel centre, and inside-ness."""
-    centres = out_translation + np.arange(n_out, dtype=np.float64) * out_scale
-    index = np.floor((centres - in_translation) / in_scale + 0.5).astype(np.int64)
-    return index, (index >= 0) & (index < n_in)
-
-
-def _axis_selection(
-    index: NDArray[np.int64],
-) -> tuple[slice | NDArray[np.int64], NDArray[np.int64] | None]:
-    """How to read the source pixels ``index`` (sorted) along one axis.
-
-    A regular progression (same resolution, or an integer downsample) is a strided slice;
-    anything else reads each distinct pixel once and repeats it (``np.unique``'s inverse).
-    """
-    steps = np.diff(index)
-    if index.size == 1 or (steps.size and steps[0] > 0 and np.all(steps == steps[0])):
-        step = int(steps[0]) if steps.size else 1
-        return slice(int(index[0]), int(index[-1]) + 1, step), None
-    unique, inverse = np.unique(index, return_inverse=True)
-    return unique, inverse
-
-
-def resample_nearest(array: Any, source: MapGrid, target: MapGrid) -> NDArray[Any]:
-    """Sample a 2-D label ``array`` on ``source`` at the pixel centres of ``target``.
-
-    Reads only the rows and columns it needs (a strided slice, or an orthogonal selection), so a
-    fine label level is never loaded whole; pixels of ``target`` outside ``source`` are 0.
-    """
-    rows, rows_in = nearest_indices(
-        target.height_px,
-        target.scale_y_um,
-        target.translation_y_um,
-        source.scale_y_um,
-        source.translation_y_um,
-        source.height_px,
-    )
-    cols, cols_in = nearest_indices(
-        target.width_px,
-        target.scale_x_um,
-        target.translation_x_um,
-        source.scale_x_um,
-        source.translation_x_um,
-        source.width_px,
-    )
-    out = np.zeros((target.height_px, target.width_px), dtype=array.dtype)
-    if not rows_in.any() or not cols_in.any():
-        return out
-    # Indices grow with the target index, so the inside pixels are one contiguous run per axis.
-    (r0, r1), (c0, c1) = (np.flatnonzero(rows_in)[[0, -1]], np.flatnonzero(cols_in)[[0, -1]])
-    row_sel, row_inverse = _axis_selection(rows[r0 : r1 + 1])
-    col_sel, col_inverse = _axis_selection(cols[c0 : c1 + 1])
-    if isinstance(row_sel, slice) and isinstance(col_sel, slice):
-        block = np.asarray(array[row_sel, col_sel])
-    else:
-        block = np.asarray(array.get_orthogonal_selection((row_sel, col_sel)))
-    if row_inverse is not None:
-        block = block[row_inverse]
-    if col_inverse is not None:
-        block = block[:, col_inverse]
-    out[r0 : r1 + 1, c0 : c1 + 1] = block
-    return out
+def _aligned(level: Frame, target: Frame) -> bool:
+    """Whether every pixel centre of ``target`` is a pixel centre of ``level`` (to 1e-6 px)."""
+    for scale, translation, t_scale, t_translation, n in (
+        (level.scale_y_um, level.translation_y_um, target.scale_y_um, target.translation_y_um, target.height_px),
+        (level.scale_x_um, level.translation_x_um, target.scale_x_um, target.translation_x_um, target.width_px),
+    ):
+        first = (t_translation - translation) / scale
+        step = t_scale / scale
+        for value in (first, first + max(n - 1, 0) * step, step):
+            if abs(value - round(value)) > 1e-6:
+                return False
+    return True
 
 
 def _attributes(path: Path) -> dict[str, Any]:
@@ -228,38 +143,26 @@ def _attributes(path: Path) -> dict[str, Any]:
     return attributes
 
 
-def _dataset0(attrs: dict[str, Any], path: Path) -> dict[str, Any]:
-    try:
-        dataset: dict[str, Any] = attrs["ome"]["multiscales"][0]["datasets"][0]
-    except (KeyError, IndexError, TypeError):
-        raise PredictionInvalid(f"{path}: no NGFF multiscales metadata") from None
-    return dataset
+def _label_on_grid(slide_store: Path, name: str, target: Frame) -> NDArray[Any]:
+    """Label ``name`` at the pixel centres of ``target`` (nearest label pixel centre).
 
-
-def _label_on_grid(slide_store: Path, name: str, target: MapGrid) -> NDArray[Any]:
-    """Label ``name`` sampled on ``target``, from its coarsest level not coarser than ``target``.
-
-    Opens the label's group and that one level only (metadata of other levels is not read).
+    Every label level holds the value at its own pixel centres (ingest registers them), so the
+    coarsest level that is not coarser than ``target`` and whose centres *are* target centres
+    gives the value at each target centre; when no coarser level lines up (e.g. a slide read
+    as stored at 0.499 µm/px), the label's base level does. Opens that one level only.
     """
     group_path = slide_store / "labels" / name
-    levels = _levels_of(_attributes(group_path))
-    path, chosen = levels[0]
-    for level_path, level in levels:
+    levels = _frames(_attributes(group_path), str(group_path))
+    chosen = levels[0]
+    for level in levels[1:]:
         if (
             level.scale_y_um <= target.scale_y_um * 1.001
             and level.scale_x_um <= target.scale_x_um * 1.001
+            and _aligned(level, target)
         ):
-            path, chosen = level_path, level
-    array = zarr.open_array(group_path / path, mode="r")
-    source = MapGrid(
-        chosen.scale_y_um,
-        chosen.scale_x_um,
-        chosen.translation_y_um,
-        chosen.translation_x_um,
-        int(array.shape[-2]),
-        int(array.shape[-1]),
-    )
-    return resample_nearest(array, source, target)
+            chosen = level
+    array = zarr.open_array(group_path / chosen.path, mode="r")
+    return resample_nearest(array, chosen.with_shape(*array.shape[-2:]), target)
 
 
 def load_slide_maps(plan: SlidePlan) -> SlideMaps:
@@ -276,7 +179,7 @@ def load_slide_maps(plan: SlidePlan) -> SlideMaps:
     slide_attrs = _attributes(slide_path)
     meta = slide_attrs["slidefleet"]
     mpp_x, mpp_y = float(meta["mpp_x"]), float(meta["mpp_y"])
-    _, level0 = _levels_of(slide_attrs)[0]
+    level0 = _frames(slide_attrs, str(slide_path))[0]
     label_names: set[str] = set()
     if (slide_path / "labels").is_dir():
         label_names = set(_attributes(slide_path / "labels").get("ome", {}).get("labels", []))
@@ -288,10 +191,16 @@ def load_slide_maps(plan: SlidePlan) -> SlideMaps:
             f"{prediction_path}: array '0' has shape {array.shape}; expected (C, H, W) with "
             f"channel {plan.channel} of {plan.n_classes}."
         )
-    grid = _dataset_grid(_dataset0(_attributes(prediction_path), prediction_path), array.shape)
+    grid = _frames(_attributes(prediction_path), str(prediction_path))[0].with_shape(*array.shape[-2:])
     channels = slice(None) if plan.multiclass else slice(plan.channel, plan.channel + 1)
     scores = np.asarray(array[channels], dtype=np.float32)
     tissue = _label_on_grid(slide_path, "tissue", grid) != 0
+    scored = np.isfinite(scores).all(axis=0)
+    unscored_tissue_px = int(np.count_nonzero(tissue & ~scored))
+    if unscored_tissue_px:
+        log.warning("%s: %d tissue pixels have no score; they are left out of metrics",
+                    plan.slide_id, unscored_tissue_px)
+    tissue &= scored
     annotation = (
         _label_on_grid(slide_path, "annotation", grid) if "annotation" in label_names else None
     )
@@ -306,6 +215,7 @@ def load_slide_maps(plan: SlidePlan) -> SlideMaps:
         scores=scores,
         channel=plan.channel if plan.multiclass else 0,
         tissue=tissue,
+        unscored_tissue_px=unscored_tissue_px,
         annotation=annotation,
         pixel_um=math.sqrt(grid.scale_x_um * grid.scale_y_um),
         level0_px_per_pixel_x=grid.scale_x_um / mpp_x,
@@ -420,6 +330,7 @@ def analyse_slide(
         "score_mean": _none_if_nan(on_tissue.mean()) if on_tissue.size else None,
         "score_std": _none_if_nan(on_tissue.std()) if on_tissue.size else None,
         "tissue_px": quantities.tissue_px,
+        "unscored_tissue_px": maps.unscored_tissue_px,
         "tumour_px": quantities.tumour_px,
         "tumour_pct_of_tissue": quantities.tumour_pct_of_tissue,
         "tumour_mm2": quantities.tumour_mm2,

@@ -19,27 +19,18 @@ from engine.annotations.load import read_source_shapes
 from engine.qc.annotation_quality import annotation_quality
 from engine.qc.params import QcParams
 from engine.qc.slide_quality import slide_quality
-from engine.store.slide_store import SlideStore, StoredLevel
+from engine.store.frame import Frame, resample_nearest
+from engine.store.slide_store import SlideStore
 
 
 def _nearest_on(
-    source: NDArray[np.uint8], source_level: StoredLevel, target: StoredLevel
+    source: NDArray[np.uint8], source_level: Frame, target: Frame
 ) -> NDArray[np.uint8]:
     """``source`` sampled at the pixel centres of ``target`` (both levels in the slide's µm)."""
-    rows = (np.arange(target.height_px) + 0.5) * target.scale_y_um + target.translation_y_um
-    cols = (np.arange(target.width_px) + 0.5) * target.scale_x_um + target.translation_x_um
-    src_rows = np.floor((rows - source_level.translation_y_um) / source_level.scale_y_um).astype(
-        int
-    )
-    src_cols = np.floor((cols - source_level.translation_x_um) / source_level.scale_x_um).astype(
-        int
-    )
-    src_rows = np.clip(src_rows, 0, source.shape[0] - 1)
-    src_cols = np.clip(src_cols, 0, source.shape[1] - 1)
-    return source[np.ix_(src_rows, src_cols)]
+    return resample_nearest(source, source_level.with_shape(*source.shape[-2:]), target)
 
 
-def _tissue_at(store: SlideStore, level: StoredLevel) -> NDArray[np.bool_]:
+def _tissue_at(store: SlideStore, level: Frame) -> NDArray[np.bool_]:
     levels = store.label_levels("tissue")
     finest = min(
         (lv for lv in levels if lv.scale_x_um <= level.scale_x_um * 1.01),
@@ -53,7 +44,7 @@ def _tissue_at(store: SlideStore, level: StoredLevel) -> NDArray[np.bool_]:
 
 
 def _annotation_row(
-    store: SlideStore, tissue: NDArray[np.bool_], level: StoredLevel, class_map_name: str
+    store: SlideStore, tissue: NDArray[np.bool_], level: Frame, class_map_name: str
 ) -> dict[str, Any]:
     path = store.record.get("result", {}).get("annotation_path")
     if not path:

@@ -8,8 +8,6 @@ gets a failures row (stage ``qc``) saying which flag and why.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -27,6 +25,7 @@ from engine.qc.params import QcParams
 from engine.qc.slide_task import qc_slide
 from engine.runs import new_run_id
 from engine.store import FleetLayout, read_completion
+from engine.store.keys import content_hash
 from engine.tables.failures import FailureRecord, write_failures
 from engine.tables.writer import write_table_part
 
@@ -78,8 +77,7 @@ _measure_task = ray.remote(num_cpus=1, max_retries=1)(_measure)
 def params_hash(params: QcParams, class_map: str) -> str:
     # Whether ``run`` runs the stage does not change what it measures.
     payload = {"qc": params.model_dump(mode="json", exclude={"enabled"}), "class_map": class_map}
-    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    return content_hash(payload)
 
 
 def qc_is_current(root: Path | str, params: QcParams, class_map: str = "camelyon16") -> bool:

@@ -10,32 +10,16 @@ its ``translation`` puts the centre of its first pixel where it lies in level-0 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
+
+from engine.store.frame import Frame
 
 NGFF_VERSION = "0.5"
 
 
-@dataclass(frozen=True)
-class LevelScale:
-    """Physical pixel size (µm) and offset (µm) of one pyramid level, for the y and x axes."""
-
-    path: str
-    scale_y_um: float
-    scale_x_um: float
-    translation_y_um: float = 0.0
-    translation_x_um: float = 0.0
-
-
-def level_scale(path: str, mpp_y: float, mpp_x: float, downsample_y: float, downsample_x: float) -> LevelScale:
-    """Scale of a level that is ``downsample`` times coarser than level 0 of pixel size ``mpp``."""
-    return LevelScale(
-        path=path,
-        scale_y_um=mpp_y * downsample_y,
-        scale_x_um=mpp_x * downsample_x,
-        translation_y_um=mpp_y * (downsample_y - 1.0) / 2.0,
-        translation_x_um=mpp_x * (downsample_x - 1.0) / 2.0,
-    )
+def level_scale(path: str, mpp_y: float, mpp_x: float, downsample_y: float, downsample_x: float) -> Frame:
+    """Frame of a level that is ``downsample`` times coarser than level 0 of pixel size ``mpp``."""
+    return Frame.of_level(path, mpp_y, mpp_x, downsample_y, downsample_x)
 
 
 def _axes(channel_axis: bool) -> list[dict[str, str]]:
@@ -55,7 +39,7 @@ _DOWNSCALE_DESCRIPTIONS = {
 
 def multiscales(
     name: str,
-    levels: Sequence[LevelScale],
+    levels: Sequence[Frame],
     *,
     channel_axis: bool,
     downscale_type: str,
@@ -112,7 +96,7 @@ def rgb_omero() -> dict[str, Any]:
     }
 
 
-def image_attributes(name: str, levels: Sequence[LevelScale]) -> dict[str, Any]:
+def image_attributes(name: str, levels: Sequence[Frame]) -> dict[str, Any]:
     """``attributes.ome`` of an RGB multiscale image group."""
     return {
         "version": NGFF_VERSION,
@@ -123,7 +107,7 @@ def image_attributes(name: str, levels: Sequence[LevelScale]) -> dict[str, Any]:
 
 def label_attributes(
     name: str,
-    levels: Sequence[LevelScale],
+    levels: Sequence[Frame],
     *,
     source_image: str = "../../",
     colors: dict[int, tuple[int, int, int, int]] | None = None,
@@ -151,7 +135,7 @@ def labels_group_attributes(label_names: Sequence[str]) -> dict[str, Any]:
     return {"version": NGFF_VERSION, "labels": list(label_names)}
 
 
-def score_map_attributes(name: str, levels: Sequence[LevelScale], channel_names: Sequence[str]) -> dict[str, Any]:
+def score_map_attributes(name: str, levels: Sequence[Frame], channel_names: Sequence[str]) -> dict[str, Any]:
     """``attributes.ome`` of a float score/probability map (a separate image, not a label)."""
     return {
         "version": NGFF_VERSION,

@@ -12,36 +12,17 @@ from numpy.typing import NDArray
 
 from engine.errors import StoreIncomplete
 from engine.store.completion import read_completion
+from engine.store.frame import Frame, multiscale_frames
 
 COVERAGE_GROUP = "slidefleet-coverage"
 """Group of a sparse store holding one uint8 grid per sparse level: 1 where the chunk was written."""
 
 
-@dataclass(frozen=True)
-class StoredLevel:
-    """One multiscale level: its array path, pixel size and offset in µm, and shape (y, x)."""
-
-    path: str
-    scale_y_um: float
-    scale_x_um: float
-    translation_y_um: float
-    translation_x_um: float
-    height_px: int
-    width_px: int
-
-
-def _levels(group: zarr.Group) -> list[StoredLevel]:
-    multiscale = group.attrs["ome"]["multiscales"][0]
-    levels = []
-    for dataset in multiscale["datasets"]:
-        transforms = {t["type"]: t for t in dataset["coordinateTransformations"]}
-        scale = transforms["scale"]["scale"]
-        translation = transforms.get("translation", {"translation": [0.0] * len(scale)})["translation"]
-        shape = group[dataset["path"]].shape
-        levels.append(
-            StoredLevel(dataset["path"], scale[-2], scale[-1], translation[-2], translation[-1], shape[-2], shape[-1])
-        )
-    return levels
+def multiscale_levels(group: zarr.Group) -> list[Frame]:
+    """Frames of every level of an NGFF multiscale group (its scale, translation, path and shape)."""
+    attributes: dict[str, Any] = dict(group.attrs.asdict())
+    frames = multiscale_frames(attributes)
+    return [f.with_shape(*zarr.open_array(group.store_path / f.path, mode="r").shape[-2:]) for f in frames]
 
 
 @dataclass(frozen=True)
@@ -55,7 +36,7 @@ class SlideStore:
     width_px: int
     height_px: int
     source_sha256: str
-    levels: tuple[StoredLevel, ...]
+    levels: tuple[Frame, ...]
     label_names: tuple[str, ...]
     record: dict[str, Any]
 
@@ -66,19 +47,20 @@ class SlideStore:
         if record is None:
             raise StoreIncomplete(f"{path}: no completion record; the slide was not (fully) ingested.")
         group = zarr.open_group(path, mode="r")
-        meta = group.attrs["slidefleet"]
+        meta: dict[str, Any] = dict(group.attrs.asdict()["slidefleet"])  # type: ignore[arg-type]
         label_names: tuple[str, ...] = ()
         if "labels" in group:
-            label_names = tuple(group["labels"].attrs.get("ome", {}).get("labels", []))
+            labels_attrs: dict[str, Any] = dict(group["labels"].attrs.asdict())
+            label_names = tuple(labels_attrs.get("ome", {}).get("labels", []))
         return cls(
             path=path,
-            slide_id=meta["slide_id"],
+            slide_id=str(meta["slide_id"]),
             mpp_x=float(meta["mpp_x"]),
             mpp_y=float(meta["mpp_y"]),
             width_px=int(meta["width_px"]),
             height_px=int(meta["height_px"]),
-            source_sha256=meta["source_sha256"],
-            levels=tuple(_levels(group)),
+            source_sha256=str(meta["source_sha256"]),
+            levels=tuple(multiscale_levels(group)),
             label_names=label_names,
             record=record,
         )
@@ -87,15 +69,22 @@ class SlideStore:
     def mpp(self) -> float:
         return (self.mpp_x + self.mpp_y) / 2
 
-    def image(self, level: StoredLevel) -> zarr.Array:
+    def image(self, level: Frame) -> zarr.Array[Any]:
         return zarr.open_array(self.path / level.path, mode="r")
 
-    def label_levels(self, name: str) -> list[StoredLevel]:
+    def level(self, path: str) -> Frame:
+        """The image level stored at ``path``."""
+        for level in self.levels:
+            if level.path == path:
+                return level
+        raise KeyError(f"{self.path}: no image level {path!r}")
+
+    def label_levels(self, name: str) -> list[Frame]:
         if name not in self.label_names:
             raise KeyError(f"{self.path}: no label {name!r} (has {list(self.label_names)})")
-        return _levels(zarr.open_group(self.path / "labels" / name, mode="r"))
+        return multiscale_levels(zarr.open_group(self.path / "labels" / name, mode="r"))
 
-    def label(self, name: str, level: StoredLevel) -> zarr.Array:
+    def label(self, name: str, level: Frame) -> zarr.Array[Any]:
         return zarr.open_array(self.path / "labels" / name / level.path, mode="r")
 
     @property
@@ -104,7 +93,7 @@ class SlideStore:
         meta = zarr.open_group(self.path, mode="r").attrs["slidefleet"]
         return dict(meta.get("sparse") or {"enabled": False})
 
-    def chunk_coverage(self, level: StoredLevel) -> tuple[NDArray[np.bool_], int] | None:
+    def chunk_coverage(self, level: Frame) -> tuple[NDArray[np.bool_], int] | None:
         """(grid, chunk_px) of the chunks of ``level`` written from the slide, or None if complete."""
         sparse = self.sparse
         if not sparse.get("enabled") or level.path not in sparse.get("sparse_levels", []):
@@ -112,7 +101,7 @@ class SlideStore:
         grid = np.asarray(zarr.open_array(self.path / COVERAGE_GROUP / level.path, mode="r")[:]).astype(bool)
         return grid, int(sparse["chunk_px"])
 
-    def finest_level_not_coarser_than(self, target_um: float) -> StoredLevel:
+    def finest_level_not_coarser_than(self, target_um: float) -> Frame:
         """Coarsest image level whose pixels are at most ``target_um`` wide (level 0 if none)."""
         best = self.levels[0]
         for level in self.levels:

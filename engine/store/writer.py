@@ -55,7 +55,7 @@ class BackgroundWriter:
         self._pending: deque[Future[None]] = deque()
         self._max_pending = max_pending
 
-    def submit(self, array: zarr.Array, selection: tuple[Any, ...], block: np.ndarray) -> None:
+    def submit(self, array: zarr.Array[Any], selection: tuple[Any, ...], block: np.ndarray) -> None:
         while len(self._pending) >= self._max_pending:
             self._pending.popleft().result()
         self._pending.append(self._executor.submit(array.__setitem__, selection, block))

@@ -1,7 +1,6 @@
-"""Polygon rasterisation by scanline parity, exact and consistent across tiles.
-
-A pixel belongs to a polygon when its centre is inside (even–odd rule over all rings). Crossings
-are computed in absolute level coordinates, so two tiles that share a row agree on every pixel.
+"""Polygon rasterisation for the generator: the edge tables of its shapes, filled by the one
+rasteriser (:func:`engine.annotations.rasterise.fill_even_odd`, even-odd at pixel centres), so a
+synthetic slide's pixels and the annotation ingest rasterises from its polygons agree exactly.
 """
 
 from __future__ import annotations
@@ -12,6 +11,8 @@ import numpy as np
 import shapely
 from numpy.typing import NDArray
 from shapely.geometry.base import BaseGeometry
+
+from engine.annotations.rasterise import fill_even_odd, pixel_centres
 
 
 @dataclass(frozen=True, eq=False)
@@ -71,41 +72,6 @@ def rasterise(
     -------
     Boolean array (height, width).
     """
-    d = float(downsample)
-    ymin = np.minimum(edges.y1, edges.y2)
-    ymax = np.maximum(edges.y1, edges.y2)
-    # Row i's centre: y0 + (i + 0.5) d; an edge crosses it when ymin <= yc < ymax.
-    i_start = np.ceil((ymin - y0_px) / d - 0.5)
-    i_end = np.ceil((ymax - y0_px) / d - 0.5)
-    i_start = np.clip(i_start, 0, height).astype(np.int64)
-    i_end = np.clip(i_end, 0, height).astype(np.int64)
-    counts = i_end - i_start
-    sel = counts > 0
-    if not sel.any():
-        return np.zeros((height, width), dtype=bool)
-    counts = counts[sel]
-    i_start = i_start[sel]
-    x1, y1, x2, y2 = edges.x1[sel], edges.y1[sel], edges.x2[sel], edges.y2[sel]
-    edge_idx = np.repeat(np.arange(counts.size), counts)
-    first = np.cumsum(counts) - counts
-    rows = i_start[edge_idx] + (np.arange(edge_idx.size) - first[edge_idx])
-    yc = y0_px + (rows + 0.5) * d
-    x1e, y1e = x1[edge_idx], y1[edge_idx]
-    x_cross = x1e + (yc - y1e) * ((x2[edge_idx] - x1e) / (y2[edge_idx] - y1e))
-    offset = x0_px / d
-    if float(offset).is_integer():
-        # Absolute column index first, so every tile of a row makes the same decision.
-        col = np.floor(x_cross / d - 0.5) + (1.0 - offset)
-    else:
-        col = np.floor(x_cross / d - 0.5 - offset) + 1.0
-    col = np.clip(col, 0, width).astype(np.int64)
-    inner = (col > 0) & (col < width)
-    if not inner.any():
-        # No boundary inside the region: each row is wholly in or out (parity of crossings left).
-        left = np.bincount(rows[col == 0], minlength=height) & 1
-        return np.broadcast_to(left.astype(bool)[:, None], (height, width)).copy()
-    toggles = np.bincount(rows * (width + 1) + col, minlength=height * (width + 1))
-    parity = np.bitwise_xor.accumulate(
-        (toggles.reshape(height, width + 1) & 1).astype(np.uint8), axis=1
-    )
-    return parity[:, :width].astype(bool)
+    edge_array = np.stack([edges.x1, edges.y1, edges.x2, edges.y2], axis=1)
+    return fill_even_odd(edge_array, pixel_centres(x0_px, width, downsample),
+                         pixel_centres(y0_px, height, downsample))

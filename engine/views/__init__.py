@@ -15,7 +15,7 @@ from engine.views.geojson import (
     regions_feature_collection,
     write_geojson,
 )
-from engine.views.grid import PixelGrid, level_for_scale, level_for_size, sample_nearest
+from engine.views.grid import level_for_scale, level_for_size
 from engine.views.params import ViewParams
 from engine.views.regions import (
     RegionRule,
@@ -38,7 +38,6 @@ from engine.views.slide import SlideSettings, SlideViews, render_slide
 
 __all__ = [
     "REPORT_FILE",
-    "PixelGrid",
     "RegionRule",
     "ReportInputs",
     "SlideRegions",
@@ -62,7 +61,6 @@ __all__ = [
     "regions_feature_collection",
     "render_slide",
     "render_views",
-    "sample_nearest",
     "slide_regions",
     "smooth_nan",
     "write_geojson",

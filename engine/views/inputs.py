@@ -17,36 +17,11 @@ from numpy.typing import NDArray
 
 from engine.errors import StoreIncomplete
 from engine.store.completion import read_completion
-from engine.store.slide_store import StoredLevel
+from engine.store.frame import Frame
+from engine.store.slide_store import multiscale_levels
 from engine.tables import read_table
 
 log = logging.getLogger(__name__)
-
-
-def multiscale_levels(group: zarr.Group) -> list[StoredLevel]:
-    """Levels of an NGFF multiscale group, each with its own scale and translation (µm)."""
-    attrs: Any = group.attrs.asdict()
-    multiscale = attrs["ome"]["multiscales"][0]
-    levels = []
-    for dataset in multiscale["datasets"]:
-        transforms = {t["type"]: t for t in dataset["coordinateTransformations"]}
-        scale = transforms["scale"]["scale"]
-        translation = transforms.get("translation", {"translation": [0.0] * len(scale)})[
-            "translation"
-        ]
-        shape = zarr.open_array(group.store_path / dataset["path"], mode="r").shape
-        levels.append(
-            StoredLevel(
-                dataset["path"],
-                scale[-2],
-                scale[-1],
-                translation[-2],
-                translation[-1],
-                shape[-2],
-                shape[-1],
-            )
-        )
-    return levels
 
 
 @dataclass(frozen=True)
@@ -58,7 +33,7 @@ class PredictionStore:
     model_id: str
     class_names: tuple[str, ...]
     kind: str
-    levels: tuple[StoredLevel, ...]
+    levels: tuple[Frame, ...]
     attributes: dict[str, Any]
 
     @classmethod
@@ -81,12 +56,12 @@ class PredictionStore:
             attributes=meta,
         )
 
-    def channel(self, level: StoredLevel, index: int) -> NDArray[np.float32]:
+    def channel(self, level: Frame, index: int) -> NDArray[np.float32]:
         return np.asarray(
             zarr.open_array(self.path / level.path, mode="r")[index], dtype=np.float32
         )
 
-    def all_channels(self, level: StoredLevel) -> NDArray[np.float32]:
+    def all_channels(self, level: Frame) -> NDArray[np.float32]:
         return np.asarray(zarr.open_array(self.path / level.path, mode="r")[:], dtype=np.float32)
 
 

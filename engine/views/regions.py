@@ -28,7 +28,7 @@ from engine.post.compute import (
     zscore_over_tissue,
 )
 from engine.post.compute import predicted_mask as compute_predicted_mask
-from engine.views.grid import PixelGrid
+from engine.store.frame import Frame
 
 ScoreKind = Literal["probability", "zscore"]
 
@@ -136,7 +136,7 @@ class SlideRegions:
 def slide_regions(
     mask: ArrayLike,
     scores: ArrayLike | None,
-    grid: PixelGrid,
+    grid: Frame,
     *,
     mpp_x: float,
     mpp_y: float,

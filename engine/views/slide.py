@@ -21,11 +21,12 @@ from PIL.PngImagePlugin import PngInfo
 
 from engine.errors import ConfigError, SlideFleetError
 from engine.store.atomic import atomic_write_bytes
-from engine.store.slide_store import SlideStore, StoredLevel
+from engine.store.frame import Frame, resample_nearest
+from engine.store.slide_store import SlideStore
 from engine.views import panels as fig
 from engine.views import render
 from engine.views.geojson import regions_feature_collection, write_geojson
-from engine.views.grid import PixelGrid, level_for_scale, level_for_size, sample_nearest
+from engine.views.grid import level_for_scale, level_for_size
 from engine.views.inputs import PredictionStore
 from engine.views.params import ViewParams
 from engine.views.regions import RegionRule, predicted_mask, slide_regions
@@ -85,15 +86,15 @@ class SlideViews:
         return [p for p in (self.heatmap, self.panel, self.classes, self.geojson) if p is not None]
 
 
-def _label_on(slide: SlideStore, name: str, grid: PixelGrid) -> NDArray[np.integer]:
+def _label_on(slide: SlideStore, name: str, grid: Frame) -> NDArray[np.integer]:
     """Label ``name`` resampled (nearest) onto ``grid`` from its level nearest that scale."""
     level = level_for_scale(slide.label_levels(name), grid.pixel_um)
     labels: NDArray[np.integer] = np.asarray(slide.label(name, level)[:])
-    return sample_nearest(labels, PixelGrid.of(level), grid, fill=0)  # type: ignore[return-value]
+    return resample_nearest(labels, level, grid, fill=0)  # type: ignore[return-value]
 
 
 def _png_bytes(
-    image: NDArray[np.uint8], text: dict[str, str], grid: PixelGrid | None = None
+    image: NDArray[np.uint8], text: dict[str, str], grid: Frame | None = None
 ) -> bytes:
     info = PngInfo()
     for key, value in text.items():
@@ -131,13 +132,13 @@ def render_slide(
     slide_id = slide.slide_id
     channel_index, channel = channel_of(settings.channel, prediction.class_names)
 
-    thumb_level: StoredLevel = level_for_size(slide.levels, params.max_side_px)
-    thumb = PixelGrid.of(thumb_level)
+    thumb_level: Frame = level_for_size(slide.levels, params.max_side_px)
+    thumb = thumb_level
     rgb = np.ascontiguousarray(np.moveaxis(np.asarray(slide.image(thumb_level)[:]), 0, -1))
     tissue = _label_on(slide, "tissue", thumb) > 0
 
     score_level = level_for_scale(prediction.levels, thumb.pixel_um)
-    score_grid = PixelGrid.of(score_level)
+    score_grid = score_level
     scores = prediction.channel(score_level, channel_index)
     values = render.display_values(
         scores,
@@ -151,7 +152,7 @@ def render_slide(
         clip_percentiles=params.clip_percentiles,
         value_range=params.value_range,
     )
-    values_thumb = sample_nearest(values, score_grid, thumb, fill=np.nan)
+    values_thumb = resample_nearest(values, score_grid, thumb, fill=np.nan)
     heat = render.colourise(values_thumb, low, high, params.colormap, valid=tissue)
     heat_over = (
         render.alpha_by_value(heat, values_thumb, low, high) if params.overlay_by_value else heat
@@ -171,7 +172,7 @@ def render_slide(
         (settings.out_dir / f"{slide_id}.geojson").unlink(missing_ok=True)
     else:
         finest = min(prediction.levels, key=lambda lv: lv.scale_x_um * lv.scale_y_um)
-        grid0 = PixelGrid.of(finest)
+        grid0 = finest
         scores0 = prediction.channel(
             finest, channel_of(settings.region_channel, prediction.class_names)[0]
         )
@@ -199,7 +200,7 @@ def render_slide(
             f"max_hole_um2={rule.max_hole_um2:g}",
         )
         geojson_path = write_geojson(collection, settings.out_dir / f"{slide_id}.geojson")
-        predicted = sample_nearest(mask0, grid0, thumb, fill=False).astype(bool)
+        predicted = resample_nearest(mask0, grid0, thumb, fill=False).astype(bool)
 
     text = {
         "slidefleet:slide_id": slide_id,
@@ -305,9 +306,9 @@ def _panel(
 def _class_figure(
     rgb: NDArray[np.uint8],
     prediction: PredictionStore,
-    score_level: StoredLevel,
-    score_grid: PixelGrid,
-    thumb: PixelGrid,
+    score_level: Frame,
+    score_grid: Frame,
+    thumb: Frame,
     tissue: NDArray[np.bool_],
     slide: SlideStore,
     params: ViewParams,
@@ -315,7 +316,7 @@ def _class_figure(
     """The most likely class per pixel over the slide, with a legend of class colours."""
     probabilities = prediction.all_channels(score_level)
     labels = render.class_map(probabilities, _label_on(slide, "tissue", score_grid) > 0)
-    labels_thumb = sample_nearest(labels, score_grid, thumb, fill=-1)
+    labels_thumb = resample_nearest(labels, score_grid, thumb, fill=-1)
     labels_thumb[~tissue] = -1
     palette = render.class_palette(len(prediction.class_names))
     overlay = render.composite(
