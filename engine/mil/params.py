@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from engine.store.keys import content_hash
 
 
 class BagParams(BaseModel):
@@ -40,7 +40,7 @@ class BagParams(BaseModel):
             "features_model_id": features_model_id,
             "score_model_id": score_model_id if self.selection == "top_k" else None,
         }
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+        return content_hash(payload)
 
 
 class MilParams(BaseModel):
