@@ -50,9 +50,9 @@ class JpegCodec(ArrayBytesCodec):
         return {"name": CODEC_NAME, "configuration": {"quality": self.quality}}
 
     def _decode_sync(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> NDBuffer:
-        rgb = imagecodecs.jpeg8_decode(chunk_bytes.as_numpy_array())
+        rgb = imagecodecs.jpeg8_decode(chunk_bytes.as_numpy_array().tobytes())
         chw = np.ascontiguousarray(rgb.reshape(rgb.shape[0], rgb.shape[1], -1).transpose(2, 0, 1))
-        return chunk_spec.prototype.nd_buffer.from_ndarray_like(chw.reshape(chunk_spec.shape))
+        return chunk_spec.prototype.nd_buffer.from_ndarray_like(chw.reshape(chunk_spec.shape))  # type: ignore[arg-type]
 
     def _encode_sync(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> Buffer | None:
         chw = np.asarray(chunk_array.as_numpy_array(), dtype=np.uint8)

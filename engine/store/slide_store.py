@@ -90,7 +90,8 @@ class SlideStore:
     @property
     def sparse(self) -> dict[str, Any]:
         """The store's sparse provenance (``{"enabled": False}`` for full stores and older ones)."""
-        meta = zarr.open_group(self.path, mode="r").attrs["slidefleet"]
+        attributes: dict[str, Any] = dict(zarr.open_group(self.path, mode="r").attrs.asdict())
+        meta: dict[str, Any] = dict(attributes.get("slidefleet") or {})
         return dict(meta.get("sparse") or {"enabled": False})
 
     def chunk_coverage(self, level: Frame) -> tuple[NDArray[np.bool_], int] | None:
