@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from engine.infer.tta import TTAMode
-from engine.store.keys import content_hash
+from engine.keys import content_hash
 
 
 class FusionConfig(BaseModel):

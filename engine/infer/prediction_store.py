@@ -20,9 +20,9 @@ import zarr
 from zarr.codecs import ZstdCodec
 
 from engine.infer.plan import TileGeometry
+from engine.keys import content_hash
 from engine.store import ngff
 from engine.store.completion import read_completion, write_completion
-from engine.store.keys import content_hash
 
 UNITS_LOG = "units.log"
 

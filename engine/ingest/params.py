@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from engine.store.keys import content_hash
+from engine.keys import content_hash
 from engine.tissue import TissueParams
 
 

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.store.keys import content_hash
+from engine.keys import content_hash
 
 
 class BagParams(BaseModel):

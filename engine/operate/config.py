@@ -16,10 +16,10 @@ from engine.errors import ConfigError
 from engine.evaluate.params import MapEvalParams
 from engine.infer.params import InferParams
 from engine.ingest.params import IngestParams
+from engine.keys import content_hash
 from engine.mil.params import MilParams
 from engine.post.params import PostParams
 from engine.qc.params import QcParams
-from engine.store.keys import content_hash
 from engine.views.params import ViewParams
 
 

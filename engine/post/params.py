@@ -14,8 +14,8 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from engine.keys import content_hash
 from engine.post.compute import OBJECTIVES, Objective, default_grid
-from engine.store.keys import content_hash
 
 ScoreKind = Literal["probability", "zscore"]
 Scheduler = Literal["auto", "processes", "threads", "ray", "sync"]

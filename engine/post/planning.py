@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import SlideFleetError, StoreIncomplete
+from engine.keys import content_hash
 from engine.post.params import PostParams
 from engine.post.slide_task import STAGE, SlidePlan
 from engine.qc.gate import excluded_slides
 from engine.store import FleetLayout, read_completion
-from engine.store.keys import content_hash
 from engine.tables import FailureRecord
 
 if TYPE_CHECKING:

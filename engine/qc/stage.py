@@ -20,12 +20,12 @@ from tqdm import tqdm
 
 from engine.cluster import ensure_ray
 from engine.errors import SlideFleetError, WorkerDied
+from engine.keys import content_hash
 from engine.qc.cohort_flags import ANNOTATION_RULES, SLIDE_RULES, flag_cohort
 from engine.qc.params import QcParams
 from engine.qc.slide_task import qc_slide
 from engine.runs import new_run_id
 from engine.store import FleetLayout, read_completion
-from engine.store.keys import content_hash
 from engine.tables.failures import FailureRecord, write_failures
 from engine.tables.writer import write_table_part
 
