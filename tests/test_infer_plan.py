@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from engine.infer.plan import plan_units, tile_geometry, tissue_tiles, unit_input_window
+from engine.infer.plan import (
+    plan_units,
+    tile_geometry,
+    tile_tissue_fraction,
+    tissue_tiles,
+    unit_input_window,
+)
 from engine.infer.tta import _TRANSFORMS, TTA_TRANSFORMS, with_tta
 
 
@@ -68,6 +74,44 @@ def test_every_tissue_pixel_lies_under_a_scored_tile_and_only_those_are_scored(s
     np.testing.assert_array_equal(selected[: want.shape[0], : want.shape[1]] | want, selected)
     extra = selected & ~want
     assert not extra[:-1, :-1].any(), "only tiles that tissue overlaps are scored"
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_tile_tissue_fraction_is_the_exact_area_under_tissue_and_positive_exactly_where_scored(seed: int) -> None:
+    """Brute force on a fine grid: the share of each tile's kept area (clipped to the slide) on tissue."""
+    rng = np.random.default_rng(100 + seed)
+    mpp = float(rng.uniform(0.24, 0.5))
+    width_px, height_px = 1500, 1100
+    g = _geometry(width_px=width_px, height_px=height_px, mpp_x=mpp, mpp_y=mpp,
+                  model_mpp=float(rng.uniform(0.5, 1.0)))
+    ds = float(rng.choice([8.0, 16.0, 12.5]))
+    scale, translation = mpp * ds, mpp * (ds - 1) / 2
+    tissue = rng.random((int(np.ceil(height_px / ds)), int(np.ceil(width_px / ds)))) < 0.05
+    kwargs = dict(tissue_scale_y_um=scale, tissue_scale_x_um=scale, tissue_translation_y_um=translation,
+                  tissue_translation_x_um=translation, mpp_x=mpp, mpp_y=mpp)
+    selected = tissue_tiles(g, tissue, **kwargs)
+    rows, cols = np.meshgrid(np.arange(g.n_rows), np.arange(g.n_cols), indexing="ij")
+    fraction = tile_tissue_fraction(g, rows.ravel(), cols.ravel(), tissue, width_px=width_px,
+                                    height_px=height_px, **kwargs).reshape(rows.shape)
+    # Brute force: 4 x 4 samples per level-0 pixel, each on the tissue pixel whose footprint holds it.
+    sub = 4
+    centres_y = (np.arange(height_px * sub) + 0.5) / sub * mpp - mpp / 2
+    centres_x = (np.arange(width_px * sub) + 0.5) / sub * mpp - mpp / 2
+    iy = np.clip(np.floor((centres_y - translation) / scale + 0.5).astype(int), 0, tissue.shape[0] - 1)
+    ix = np.clip(np.floor((centres_x - translation) / scale + 0.5).astype(int), 0, tissue.shape[1] - 1)
+    fine = tissue[iy[:, None], ix[None, :]]
+    tile_um = g.step_px * g.level0_per_model_px_x * mpp
+    ty = np.floor((centres_y + mpp / 2) / tile_um).astype(int)
+    tx = np.floor((centres_x + mpp / 2) / tile_um).astype(int)
+    on = np.zeros(rows.shape)
+    all_ = np.zeros(rows.shape)
+    np.add.at(on, (ty[:, None].repeat(len(tx), 1), tx[None, :].repeat(len(ty), 0)), fine)
+    np.add.at(all_, (ty[:, None].repeat(len(tx), 1), tx[None, :].repeat(len(ty), 0)), 1)
+    np.testing.assert_allclose(fraction, on / all_, atol=0.02)
+    inside = np.zeros_like(selected)
+    inside[:-1, :-1] = True  # the last row/col also takes footprints past the slide's edge
+    assert np.array_equal((fraction > 0)[inside], selected[inside])
+    assert not (fraction > 0)[~selected].any(), "no tissue where nothing is scored"
 
 
 def test_units_own_disjoint_output_chunks_and_cover_every_selected_tile() -> None:

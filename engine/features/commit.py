@@ -38,7 +38,7 @@ def commit_features(
         tissue_scale_y_um=tissue_level.scale_y_um, tissue_scale_x_um=tissue_level.scale_x_um,
         tissue_translation_y_um=tissue_level.translation_y_um,
         tissue_translation_x_um=tissue_level.translation_x_um,
-        mpp_x=store.mpp_x, mpp_y=store.mpp_y,
+        mpp_x=store.mpp_x, mpp_y=store.mpp_y, width_px=store.width_px, height_px=store.height_px,
     )
     finalise_features(
         partial, final_path, key, grid=grid, features=features, coords=coords,

@@ -161,6 +161,61 @@ def tissue_tiles(
     return _any_over_spans(by_row.T, *cols, geometry.n_cols).T
 
 
+def _axis_overlap(
+    tiles: NDArray[np.float64], n_px: int, scale_um: float, translation_um: float, tile_um: float,
+    origin_um: float, end_um: float,
+) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]]:
+    """Per tile: mask pixel indices (N, K), their overlap in µm with the kept span (N, K), span length (N,).
+
+    The kept span of tile ``t`` is ``[origin + t * tile, origin + (t + 1) * tile)`` clipped to
+    ``end``; mask pixel ``i`` covers ``[t + (i - 0.5) s, t + (i + 0.5) s)`` (the same footprints
+    :func:`_tile_span` uses).
+    """
+    lo = origin_um + tiles * tile_um
+    hi = np.minimum(lo + tile_um, end_um)
+    first = np.floor((lo - translation_um) / scale_um + 0.5).astype(np.int64)
+    last = np.ceil((hi - translation_um) / scale_um - 0.5).astype(np.int64)
+    k = int(max(1, (last - first).max(initial=0) + 1))
+    index = first[:, None] + np.arange(k)[None, :]
+    px_lo = translation_um + (index - 0.5) * scale_um
+    overlap = np.clip(np.minimum(px_lo + scale_um, hi[:, None]) - np.maximum(px_lo, lo[:, None]), 0.0, None)
+    overlap[(index < 0) | (index >= n_px)] = 0.0
+    return np.clip(index, 0, n_px - 1), overlap, np.maximum(hi - lo, 0.0)
+
+
+def tile_tissue_fraction(
+    geometry: TileGeometry,
+    rows: NDArray[np.integer],
+    cols: NDArray[np.integer],
+    tissue: NDArray[np.bool_],
+    *,
+    tissue_scale_y_um: float,
+    tissue_scale_x_um: float,
+    tissue_translation_y_um: float,
+    tissue_translation_x_um: float,
+    mpp_x: float,
+    mpp_y: float,
+    width_px: int,
+    height_px: int,
+) -> NDArray[np.float32]:
+    """Share in [0, 1] of each tile's kept area (clipped to the slide) covered by tissue footprints.
+
+    Exact area overlap with the footprints :func:`tissue_tiles` selects by, so a tile is
+    selected exactly when its fraction is above 0 (``(N,)`` for tiles ``rows``, ``cols``).
+    """
+    tile_x_um = geometry.step_px * geometry.level0_per_model_px_x * mpp_x
+    tile_y_um = geometry.step_px * geometry.level0_per_model_px_y * mpp_y
+    iy, wy, ly = _axis_overlap(np.asarray(rows, np.float64), tissue.shape[0], tissue_scale_y_um,
+                               tissue_translation_y_um, tile_y_um, -mpp_y / 2, (height_px - 0.5) * mpp_y)
+    ix, wx, lx = _axis_overlap(np.asarray(cols, np.float64), tissue.shape[1], tissue_scale_x_um,
+                               tissue_translation_x_um, tile_x_um, -mpp_x / 2, (width_px - 0.5) * mpp_x)
+    on = tissue.astype(bool)[iy[:, :, None], ix[:, None, :]]  # (N, Ky, Kx)
+    covered = np.einsum("nyx,ny,nx->n", on.astype(np.float64), wy, wx)
+    area = ly * lx
+    fraction = np.divide(covered, area, out=np.zeros_like(covered), where=area > 0)
+    return np.clip(fraction, 0.0, 1.0).astype(np.float32)
+
+
 @dataclass(frozen=True)
 class WorkUnit:
     """A block of tiles scored and written together (one output chunk)."""

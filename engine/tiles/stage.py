@@ -67,6 +67,7 @@ def patch_classifier_rows(store: SlideStore, prediction: Path, card: ModelCard, 
         geometry, rows, cols, tissue, tissue_scale_y_um=tissue_level.scale_y_um,
         tissue_scale_x_um=tissue_level.scale_x_um, tissue_translation_y_um=tissue_level.translation_y_um,
         tissue_translation_x_um=tissue_level.translation_x_um, mpp_x=store.mpp_x, mpp_y=store.mpp_y,
+        width_px=store.width_px, height_px=store.height_px,
     )
     return [
         {"slide_id": store.slide_id, "model_id": model_id, "row": int(r), "col": int(c),
