@@ -254,6 +254,45 @@ QC_SCHEMA = pa.schema(
     ]
 )
 
+EXPLANATIONS_SCHEMA = pa.schema(
+    [
+        _field("slide_id", pa.string(), "Slide the tile is on."),
+        _field("model_id", pa.string(), "Content hash of the model file and card."),
+        _field("kind", pa.string(), "Why the tile was sampled: top_scored, false_positive or false_negative."),
+        _field("rank", pa.int64(), "1 = the top-scored / worst tile of its kind on the slide."),
+        _field("x_um", pa.float64(), "Left edge of the tile's kept region, µm from the slide's origin."),
+        _field("y_um", pa.float64(), "Top edge of the tile's kept region, µm from the slide's origin."),
+        _field("size_um", pa.float64(), "Side of the tile's kept region (µm)."),
+        _field("mean_score", pa.float64(), "Mean score of the explained class on the tile's tissue."),
+        _field("tissue_fraction", pa.float64(), "Share of the tile that is scored tissue."),
+        _field("predicted_fraction", pa.float64(), "Share of the tile's tissue predicted positive.", nullable=True),
+        _field("truth_fraction", pa.float64(), "Share of the tile's tissue annotated positive.", nullable=True),
+        _field("fp_fraction", pa.float64(), "Share of the tile's tissue predicted but not annotated.", nullable=True),
+        _field("fn_fraction", pa.float64(), "Share of the tile's tissue annotated but not predicted.", nullable=True),
+        _field("explained_class", pa.string(), "Class whose score the attribution explains."),
+        _field("explained_score", pa.float64(), "The explained quantity: the model's mean class score on the kept region, recomputed."),
+        _field("method", pa.string(), "grad_cam or input_x_gradient."),
+        _field("note", pa.string(), "Why this method (e.g. TorchScript modules cannot be hooked)."),
+        _field("explanation_file", pa.string(), "Attribution PNG beside the views (views/<model_id>/explain/)."),
+        _field("gallery_file", pa.string(), "The slide's patch gallery PNG beside the views."),
+        _field("seconds", pa.float64(), "Seconds computing the attribution, per tile (the slide's batch / tiles)."),
+        *PROVENANCE_FIELDS,
+    ]
+)
+
+CONFUSION_SCHEMA = pa.schema(
+    [
+        _field("slide_id", pa.string(), "Slide."),
+        _field("model_id", pa.string(), "Content hash of the model file and card."),
+        _field("split", pa.string(), "Split of the slide (from post), if any.", nullable=True),
+        _field("scope", pa.string(), "all_tissue, or non_homogeneous: only tiles with more than one true class."),
+        _field("class_names", pa.list_(pa.string()), "Classes, in matrix order."),
+        _field("matrix", pa.list_(pa.list_(pa.int64())), "Pixel counts, rows = true class, columns = argmax class, on scored tissue."),
+        _field("tiles", pa.int64(), "Tiles (kept model-tile regions) counted in the scope."),
+        *PROVENANCE_FIELDS,
+    ]
+)
+
 TABLE_SCHEMAS: dict[str, pa.Schema] = {
     "failures": FAILURES_SCHEMA,
     "ingested": INGESTED_SLIDES_SCHEMA,
@@ -263,6 +302,8 @@ TABLE_SCHEMAS: dict[str, pa.Schema] = {
     "thresholds": THRESHOLDS_SCHEMA,
     "cohort": COHORT_SCHEMA,
     "qc": QC_SCHEMA,
+    "explanations": EXPLANATIONS_SCHEMA,
+    "confusion": CONFUSION_SCHEMA,
 }
 TABLE_SCHEMAS.update(SLIDE_LEVEL_SCHEMAS)
 

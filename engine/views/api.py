@@ -26,6 +26,7 @@ from engine.runs import new_run_id
 from engine.store import FleetLayout, read_completion
 from engine.store.atomic import atomic_write_bytes
 from engine.tables import FailureRecord, write_failures
+from engine.views.gallery_cohort import curation_sections, render_galleries
 from engine.views.inputs import (
     PostResults,
     completed_prediction_ids,
@@ -57,10 +58,11 @@ class ViewsReport:
     failures: list[FailureRecord] = field(default_factory=list)
     seconds: float = 0.0
     write_errors: list[str] = field(default_factory=list)  # outputs that could not be written
+    galleries: list[Path] = field(default_factory=list)
 
     @property
     def paths(self) -> list[Path]:
-        found = [p for s in self.slides for p in s.paths]
+        found = [p for s in self.slides for p in s.paths] + self.galleries
         return found + ([self.report] if self.report is not None else [])
 
 
@@ -203,6 +205,19 @@ def render_views(
                 else:
                     result.slides.append(outcome)
                     _check_against_post(outcome, post)
+    galleries = render_galleries(
+        layout.root,
+        resolved.ref,
+        [s.slide_id for s in result.slides] if params.gallery_tiles else [],
+        settings,
+        lambda slide_id: _rule(post, slide_id, params),
+        post_params=post.params,
+        splits={str(r["slide_id"]): r.get("split") for r in post.slides},
+        run_id=result.run_id,
+    )
+    result.galleries = [g.gallery for g in galleries.slides if g.gallery is not None]
+    result.failures += galleries.failures
+    result.write_errors += galleries.write_errors
     # A full disk must not lose the run: the failures stay in this report (and the run record).
     try:
         write_failures(layout.tables_dir, result.failures, run_id=result.run_id)
@@ -211,7 +226,16 @@ def render_views(
         result.write_errors.append(str(exc))
 
     if report:
-        html = build_report_html(_report_inputs(layout, resolved, post, result, params))
+        inputs = _report_inputs(layout, resolved, post, result, params)
+        inputs.extra_sections = curation_sections(
+            layout.root,
+            resolved.model_id,
+            post.slides,
+            out_dir,
+            gallery_slides=2 * params.report_panels,
+            image_width_px=params.report_image_width_px,
+        )
+        html = build_report_html(inputs)
         try:
             atomic_write_bytes(out_dir / REPORT_FILE, html.encode("utf-8"))
             result.report = out_dir / REPORT_FILE

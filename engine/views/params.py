@@ -84,6 +84,20 @@ class ViewParams(BaseModel):
         description="Panels are shrunk to this width inside report.html.",
     )
     workers: int = Field(4, ge=1, le=64, description="Slides rendered concurrently (threads).")
+    gallery_tiles: int = Field(
+        3,
+        ge=0,
+        le=20,
+        description="Patch gallery per slide: this many top-scored tiles, worst false-positive "
+        "tiles and worst false-negative tiles, each explained (Grad-CAM or input x gradient). "
+        "0: no galleries or explanations.",
+    )
+    gallery_panel_px: int = Field(
+        192, ge=64, le=1024, description="Side of each gallery panel (the tile is resized to it)."
+    )
+    explain_smooth_um: float = Field(
+        4.0, ge=0, description="Gaussian smoothing of input x gradient maps (µm)."
+    )
 
     @field_validator("colormap")
     @classmethod

@@ -70,6 +70,8 @@ class ReportInputs:
     """slide_id -> (mime type, bytes) of its panel, for the best and worst slides."""
     provenance: dict[str, Any] = field(default_factory=dict)
     best_worst: int = 3
+    extra_sections: list[tuple[str, str, str]] = field(default_factory=list)
+    """(anchor, navigation label, HTML) of sections built elsewhere, shown before the failures."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -553,6 +555,7 @@ def build_report_html(inputs: ReportInputs) -> str:
         _threshold_section(inputs),
         _slides_section(inputs),
         _panels_section(inputs),
+        *(html_ for _, _, html_ in inputs.extra_sections),
         _failures_section(inputs),
         _provenance_section(inputs),
     ]
@@ -564,6 +567,7 @@ def build_report_html(inputs: ReportInputs) -> str:
             ("threshold", "Threshold"),
             ("slides", "Slides"),
             ("panels", "Best / worst"),
+            *((anchor, label) for anchor, label, html_ in inputs.extra_sections if html_),
             ("failures", "Failures"),
             ("provenance", "Provenance"),
         )
