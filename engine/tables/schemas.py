@@ -320,6 +320,8 @@ TABLE_PARTITIONS: dict[str, tuple[str, ...]] = {
     "cohort": ("model_id",),
     "qc": (),
     **{name: ("model_id",) for name in SLIDE_LEVEL_SCHEMAS},
+    "explanations": ("model_id",),
+    "confusion": ("model_id",),
 }
 """Hive partition keys of each table (``<table>/<key>=<value>/part-*.parquet``).
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.errors import ModelError, SlideFleetError
+from engine.errors import ModelError, OutputWriteError, SlideFleetError
 from engine.explain.loading import explainable_model
 from engine.models import ModelRegistry
 from engine.store import FleetLayout
@@ -30,6 +30,7 @@ class GalleryReport:
     slides: list[SlideGallery] = field(default_factory=list)
     failures: list[FailureRecord] = field(default_factory=list)
     method_note: str | None = None
+    write_errors: list[str] = field(default_factory=list)
 
     @property
     def tiles(self) -> int:
@@ -86,12 +87,15 @@ def render_galleries(
             report.failures.append(FailureRecord.from_exception(
                 "views", slide_id, exc, source_path=source, model_id=settings.model_id))
     partition = {"model_id": settings.model_id}
-    write_table_part(layout.tables_dir, "explanations",
-                     [r for s in report.slides for r in s.explanation_rows],
-                     partition=partition, run_id=run_id)
-    write_table_part(layout.tables_dir, "confusion",
-                     [r for s in report.slides for r in s.confusion_rows],
-                     partition=partition, run_id=run_id)
+    for table, rows in (
+        ("explanations", [r for s in report.slides for r in s.explanation_rows]),
+        ("confusion", [r for s in report.slides for r in s.confusion_rows]),
+    ):
+        try:
+            write_table_part(layout.tables_dir, table, rows, partition=partition, run_id=run_id)
+        except OutputWriteError as exc:  # a full disk: the galleries are drawn, the rows lost
+            log.error("%s", exc)
+            report.write_errors.append(str(exc))
     return report
 
 
