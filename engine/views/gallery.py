@@ -24,17 +24,17 @@ from PIL import Image
 
 from engine.explain.attribution import explain_tiles
 from engine.explain.sampling import TileChoice, sample_tiles
-from engine.infer.reading import read_model_window, source_level
+from engine.infer.params import InferParams
+from engine.infer.reading import model_frame, read_model_window
 from engine.metrics.patch_confusion import tile_confusions
 from engine.models.card import ModelCard
 from engine.store.atomic import atomic_write_bytes
 from engine.store.slide_store import SlideStore
 from engine.views import panels as fig
 from engine.views import render
-from engine.views.grid import PixelGrid, level_for_scale, sample_nearest
 from engine.views.inputs import PredictionStore
 from engine.views.regions import RegionRule, predicted_mask
-from engine.views.slide import SlideSettings, _png_bytes, channel_of
+from engine.views.slide import SlideSettings, _png_bytes, channel_of, label_on
 
 EXPLAIN_DIR = "explain"
 GALLERY_TITLES = ("Image", "Predicted mask", "Overlay", "Ground truth", "Heatmap", "Explanation")
@@ -78,12 +78,6 @@ class TileGrid:
         step = card.tile_size_px - card.overlap_px
         stride = card.output_stride if card.output_stride < step else step
         return cls(card.tile_size_px, step, card.overlap_px // 2, max(1, step // stride))
-
-
-def _on(slide: SlideStore, name: str, grid: PixelGrid) -> NDArray[np.integer]:
-    level = level_for_scale(slide.label_levels(name), grid.pixel_um)
-    labels: NDArray[np.integer] = np.asarray(slide.label(name, level)[:])
-    return sample_nearest(labels, PixelGrid.of(level), grid, fill=0)  # type: ignore[return-value]
 
 
 def _resize(image: NDArray[Any], size: int, *, nearest: bool) -> NDArray[Any]:
@@ -183,11 +177,11 @@ def render_gallery(
     slide_id = slide.slide_id
     tiles = TileGrid.of(card)
     finest = min(prediction.levels, key=lambda lv: lv.scale_x_um * lv.scale_y_um)
-    grid = PixelGrid.of(finest)
+    grid = finest
     index, class_name = channel_of(settings.region_channel, prediction.class_names)
     scores = prediction.channel(finest, index)
-    tissue = _on(slide, "tissue", grid) > 0
-    labels = _on(slide, "annotation", grid) if "annotation" in slide.label_names else None
+    tissue = label_on(slide, "tissue", grid) > 0
+    labels = label_on(slide, "annotation", grid) if "annotation" in slide.label_names else None
     truth = None
     if labels is not None:
         truth = labels != 0 if settings.truth_labels is None else np.isin(labels, settings.truth_labels)
@@ -219,10 +213,15 @@ def render_gallery(
     )
     if not choices:
         return result
-    level = source_level(slide, card.mpp)
+    # Read as infer read them: the same model frame (mpp tolerance from the prediction's parameters).
+    tolerance = float((prediction.attributes.get("infer_params") or {}).get(
+        "mpp_tolerance", InferParams().mpp_tolerance))
+    frame = model_frame(slide, card.mpp, tolerance)
+    level = slide.level(frame.source_level)
+    f = (frame.level0_per_model_px_x, frame.level0_per_model_px_y)
     inputs = np.stack([
         read_model_window(
-            slide, level, card.mpp,
+            slide, level, f,
             (c.col * tiles.step_px - tiles.crop_px, c.row * tiles.step_px - tiles.crop_px,
              tiles.tile_px, tiles.tile_px),
         )
@@ -257,8 +256,9 @@ def render_gallery(
             _resize(attribution.astype(np.float32), size, nearest=False),
             low, high, params.colormap,
         )
-        x_um = choice.col * tiles.step_px * card.mpp
-        y_um = choice.row * tiles.step_px * card.mpp
+        # Top-left of the tile's kept region, µm from the slide's top-left edge.
+        x_um = choice.col * tiles.step_px * f[0] * slide.mpp_x
+        y_um = choice.row * tiles.step_px * f[1] * slide.mpp_y
         body = fig.compose_panels(panels, list(GALLERY_TITLES))
         text = _caption(choice, x_um, y_um)
         font_px = fig.font_size_for(body.shape[1])
@@ -274,7 +274,7 @@ def render_gallery(
         }))
         result.explanation_rows.append({
             "slide_id": slide_id, "model_id": settings.model_id, "kind": choice.kind,
-            "rank": choice.rank, "x_um": x_um, "y_um": y_um, "size_um": tiles.step_px * card.mpp,
+            "rank": choice.rank, "x_um": x_um, "y_um": y_um, "size_um": tiles.step_px * f[0] * slide.mpp_x,
             "mean_score": choice.mean_score, "tissue_fraction": choice.tissue_fraction,
             "predicted_fraction": choice.predicted_fraction, "truth_fraction": choice.truth_fraction,
             "fp_fraction": choice.fp_fraction, "fn_fraction": choice.fn_fraction,

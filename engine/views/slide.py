@@ -86,11 +86,11 @@ class SlideViews:
         return [p for p in (self.heatmap, self.panel, self.classes, self.geojson) if p is not None]
 
 
-def _label_on(slide: SlideStore, name: str, grid: Frame) -> NDArray[np.integer]:
+def label_on(slide: SlideStore, name: str, grid: Frame) -> NDArray[np.integer]:
     """Label ``name`` resampled (nearest) onto ``grid`` from its level nearest that scale."""
     level = level_for_scale(slide.label_levels(name), grid.pixel_um)
-    labels: NDArray[np.integer] = np.asarray(slide.label(name, level)[:])
-    return resample_nearest(labels, level, grid, fill=0)  # type: ignore[return-value]
+    labels: NDArray[np.integer] = resample_nearest(slide.label(name, level), level, grid, fill=0)
+    return labels
 
 
 def _png_bytes(
@@ -135,14 +135,14 @@ def render_slide(
     thumb_level: Frame = level_for_size(slide.levels, params.max_side_px)
     thumb = thumb_level
     rgb = np.ascontiguousarray(np.moveaxis(np.asarray(slide.image(thumb_level)[:]), 0, -1))
-    tissue = _label_on(slide, "tissue", thumb) > 0
+    tissue = label_on(slide, "tissue", thumb) > 0
 
     score_level = level_for_scale(prediction.levels, thumb.pixel_um)
     score_grid = score_level
     scores = prediction.channel(score_level, channel_index)
     values = render.display_values(
         scores,
-        _label_on(slide, "tissue", score_grid) > 0,
+        label_on(slide, "tissue", score_grid) > 0,
         zscore=params.zscore,
         smooth_sigma_px=params.smooth_sigma_um / score_grid.pixel_um,
     )
@@ -160,7 +160,7 @@ def render_slide(
 
     truth = None
     if "annotation" in slide.label_names:
-        labels = _label_on(slide, "annotation", thumb)
+        labels = label_on(slide, "annotation", thumb)
         truth = (
             labels != 0 if settings.truth_labels is None else np.isin(labels, settings.truth_labels)
         )
@@ -177,7 +177,7 @@ def render_slide(
             finest, channel_of(settings.region_channel, prediction.class_names)[0]
         )
         mask0 = predicted_mask(
-            scores0, _label_on(slide, "tissue", grid0) > 0, rule, pixel_um=grid0.pixel_um
+            scores0, label_on(slide, "tissue", grid0) > 0, rule, pixel_um=grid0.pixel_um
         )
         found = slide_regions(
             mask0,
@@ -315,7 +315,7 @@ def _class_figure(
 ) -> NDArray[np.uint8]:
     """The most likely class per pixel over the slide, with a legend of class colours."""
     probabilities = prediction.all_channels(score_level)
-    labels = render.class_map(probabilities, _label_on(slide, "tissue", score_grid) > 0)
+    labels = render.class_map(probabilities, label_on(slide, "tissue", score_grid) > 0)
     labels_thumb = resample_nearest(labels, score_grid, thumb, fill=-1)
     labels_thumb[~tissue] = -1
     palette = render.class_palette(len(prediction.class_names))
