@@ -140,7 +140,7 @@ def test_explanations_point_at_what_raised_the_score(fleet: dict[str, Any]) -> N
     """Purple rises with blue - green: input x gradient must follow blue - green in the tile."""
     from engine.explain.attribution import explain_tiles
     from engine.explain.loading import explainable_model
-    from engine.infer.reading import read_model_window, source_level
+    from engine.infer.reading import model_frame, read_model_window
     from engine.store.slide_store import SlideStore
 
     root, model = fleet["root"], fleet["model"]
@@ -149,7 +149,9 @@ def test_explanations_point_at_what_raised_the_score(fleet: dict[str, Any]) -> N
     slide = SlideStore.open(root / "slides" / f"{row['slide_id']}.ome.zarr")
     card = model.card
     x0, y0 = round(row["x_um"] / card.mpp) - 8, round(row["y_um"] / card.mpp) - 8
-    tile = read_model_window(slide, source_level(slide, card.mpp), card.mpp, (x0, y0, 64, 64))
+    frame = model_frame(slide, card.mpp, 0.03)
+    tile = read_model_window(slide, slide.level(frame.source_level),
+                             (frame.level0_per_model_px_x, frame.level0_per_model_px_y), (x0, y0, 64, 64))
     module, layer, note = explainable_model(model)
     maps = explain_tiles(module, card, tile[None], target_class=1, layer=layer, note=note,
                          smooth_um=4.0)

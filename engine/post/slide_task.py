@@ -40,7 +40,13 @@ from engine.post.compute import (
 )
 from engine.post.params import PostParams
 from engine.store import read_completion
-from engine.store.frame import Frame, FrameError, multiscale_frames, resample_nearest
+from engine.store.frame import (
+    Frame,
+    FrameError,
+    level_for_target,
+    multiscale_frames,
+    resample_nearest,
+)
 from engine.tables import FailureRecord
 
 log = logging.getLogger(__name__)
@@ -119,20 +125,6 @@ def _frames(attrs: dict[str, Any], what: str) -> list[Frame]:
         raise PredictionInvalid(f"{what}: {exc}") from None
 
 
-def _aligned(level: Frame, target: Frame) -> bool:
-    """Whether every pixel centre of ``target`` is a pixel centre of ``level`` (to 1e-6 px)."""
-    for scale, translation, t_scale, t_translation, n in (
-        (level.scale_y_um, level.translation_y_um, target.scale_y_um, target.translation_y_um, target.height_px),
-        (level.scale_x_um, level.translation_x_um, target.scale_x_um, target.translation_x_um, target.width_px),
-    ):
-        first = (t_translation - translation) / scale
-        step = t_scale / scale
-        for value in (first, first + max(n - 1, 0) * step, step):
-            if abs(value - round(value)) > 1e-6:
-                return False
-    return True
-
-
 def _attributes(path: Path) -> dict[str, Any]:
     """A zarr v3 node's attributes, read from its ``zarr.json`` (no store machinery needed)."""
     try:
@@ -144,23 +136,10 @@ def _attributes(path: Path) -> dict[str, Any]:
 
 
 def _label_on_grid(slide_store: Path, name: str, target: Frame) -> NDArray[Any]:
-    """Label ``name`` at the pixel centres of ``target`` (nearest label pixel centre).
-
-    Every label level holds the value at its own pixel centres (ingest registers them), so the
-    coarsest level that is not coarser than ``target`` and whose centres *are* target centres
-    gives the value at each target centre; when no coarser level lines up (e.g. a slide read
-    as stored at 0.499 µm/px), the label's base level does. Opens that one level only.
-    """
+    """Label ``name`` at the pixel centres of ``target``, from the level
+    :func:`engine.store.frame.level_for_target` picks (opens that one level only)."""
     group_path = slide_store / "labels" / name
-    levels = _frames(_attributes(group_path), str(group_path))
-    chosen = levels[0]
-    for level in levels[1:]:
-        if (
-            level.scale_y_um <= target.scale_y_um * 1.001
-            and level.scale_x_um <= target.scale_x_um * 1.001
-            and _aligned(level, target)
-        ):
-            chosen = level
+    chosen = level_for_target(_frames(_attributes(group_path), str(group_path)), target)
     array = zarr.open_array(group_path / chosen.path, mode="r")
     return resample_nearest(array, chosen.with_shape(*array.shape[-2:]), target)
 

@@ -19,7 +19,7 @@ from engine.annotations.load import read_source_shapes
 from engine.qc.annotation_quality import annotation_quality
 from engine.qc.params import QcParams
 from engine.qc.slide_quality import slide_quality
-from engine.store.frame import Frame, resample_nearest
+from engine.store.frame import Frame, level_for_target, resample_nearest
 from engine.store.slide_store import SlideStore
 
 
@@ -31,12 +31,7 @@ def _nearest_on(
 
 
 def _tissue_at(store: SlideStore, level: Frame) -> NDArray[np.bool_]:
-    levels = store.label_levels("tissue")
-    finest = min(
-        (lv for lv in levels if lv.scale_x_um <= level.scale_x_um * 1.01),
-        key=lambda lv: abs(lv.scale_x_um - level.scale_x_um),
-        default=levels[0],
-    )
+    finest = level_for_target(store.label_levels("tissue"), level)
     tissue = np.asarray(store.label("tissue", finest)[:])
     if (tissue.shape[0], tissue.shape[1]) != (level.height_px, level.width_px):
         tissue = _nearest_on(tissue, finest, level)

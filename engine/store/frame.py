@@ -165,6 +165,42 @@ def resample_nearest(array: _Readable, source: Frame, target: Frame, *, fill: in
     return out
 
 
+def aligned(level: Frame, target: Frame) -> bool:
+    """Whether every pixel centre of ``target`` is a pixel centre of ``level`` (to 1e-6 px)."""
+    for scale, translation, t_scale, t_translation, n in (
+        (level.scale_y_um, level.translation_y_um, target.scale_y_um, target.translation_y_um, target.height_px),
+        (level.scale_x_um, level.translation_x_um, target.scale_x_um, target.translation_x_um, target.width_px),
+    ):
+        first = (t_translation - translation) / scale
+        step = t_scale / scale
+        for value in (first, first + max(n - 1, 0) * step, step):
+            if abs(value - round(value)) > 1e-6:
+                return False
+    return True
+
+
+def level_for_target(levels: Sequence[Frame], target: Frame) -> Frame:
+    """The label level to sample at ``target``'s pixel centres: the one way labels are read.
+
+    Every label level holds the value at its own pixel centres (ingest registers them), so the
+    coarsest level that is not coarser than ``target`` and whose centres *are* target centres
+    gives the value at each target centre; when no coarser level lines up (e.g. a slide read
+    as stored at 0.499 µm/px, or a grid offset by half a level pixel), the base level does.
+    ``levels`` are finest first (as :func:`multiscale_frames` returns them).
+    """
+    if not levels:
+        raise FrameError("no levels to choose from")
+    chosen = levels[0]
+    for level in levels[1:]:
+        if (
+            level.scale_y_um <= target.scale_y_um * 1.001
+            and level.scale_x_um <= target.scale_x_um * 1.001
+            and aligned(level, target)
+        ):
+            chosen = level
+    return chosen
+
+
 def _dataset_frame(dataset: Mapping[str, Any]) -> Frame:
     try:
         transforms = {t["type"]: t for t in dataset["coordinateTransformations"]}

@@ -21,7 +21,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from engine.errors import ConfigError, SlideFleetError
 from engine.store.atomic import atomic_write_bytes
-from engine.store.frame import Frame, resample_nearest
+from engine.store.frame import Frame, level_for_target, resample_nearest
 from engine.store.slide_store import SlideStore
 from engine.views import panels as fig
 from engine.views import render
@@ -87,8 +87,9 @@ class SlideViews:
 
 
 def label_on(slide: SlideStore, name: str, grid: Frame) -> NDArray[np.integer]:
-    """Label ``name`` resampled (nearest) onto ``grid`` from its level nearest that scale."""
-    level = level_for_scale(slide.label_levels(name), grid.pixel_um)
+    """Label ``name`` at the pixel centres of ``grid``, read the way post reads it
+    (:func:`engine.store.frame.level_for_target`), so views draw what post measured."""
+    level = level_for_target(slide.label_levels(name), grid)
     labels: NDArray[np.integer] = resample_nearest(slide.label(name, level), level, grid, fill=0)
     return labels
 
