@@ -807,3 +807,33 @@ def test_report_adds_multiclass_columns_when_post_has_them() -> None:
         )
     )
     assert 'data-key="miou"' not in plain
+
+
+def test_views_export_post_outlines_as_written_and_they_rasterise_back_to_post_mask(
+    fleet: dict[str, Any],
+) -> None:
+    """Post writes each region's outline once; the GeoJSON is exactly it, and it is the mask post measured."""
+    from engine.views.inputs import PredictionStore
+    from engine.views.regions import SlideRegions
+
+    regions = read_table(fleet["root"] / "tables", "regions").to_pylist()
+    checked = 0
+    for views in fleet["views"].slides:
+        rows = sorted((r for r in regions if r["slide_id"] == views.slide_id), key=lambda r: r["region_id"])
+        if not rows:
+            continue
+        store = SlideStore.open(fleet["root"] / "slides" / f"{views.slide_id}.ome.zarr")
+        prediction = PredictionStore.open(
+            fleet["root"] / "predictions" / fleet["model"].model_id / f"{views.slide_id}.zarr")
+        grid = min(prediction.levels, key=lambda lv: lv.scale_x_um * lv.scale_y_um)
+        features = _geojson(fleet, views.slide_id)["features"]
+        for feature, row in zip(features, rows, strict=True):
+            written = shapely.from_wkb(row["outline_wkb"])
+            assert shapely.geometry.shape(feature["geometry"]).equals(written)
+            one = SlideRegions.from_rows([row], pixel_um=grid.pixel_um)
+            mask = one.mask_on(grid, mpp_x=store.mpp_x, mpp_y=store.mpp_y,
+                               level0_translation_x_um=store.levels[0].translation_x_um,
+                               level0_translation_y_um=store.levels[0].translation_y_um)
+            assert int(mask.sum()) == row["area_px"], (views.slide_id, row["region_id"])
+            checked += 1
+    assert checked > 0

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import shapely
 import zarr
 from numpy.typing import NDArray
 
@@ -35,6 +36,7 @@ from engine.post.compute import (
     oracle_columns,
     predicted_mask,
     quantify,
+    region_outlines,
     regions,
     zscore_over_tissue,
 )
@@ -289,16 +291,14 @@ def analyse_slide(
         min_region_um2=params.min_region_um2, max_hole_um2=params.max_hole_um2,
     )
     labels, _ = label_regions(cleaned)
-    found = regions(
-        cleaned,
-        raw,
-        maps.pixel_um,
-        labels=labels,
-        level0_px_per_pixel_x=maps.level0_px_per_pixel_x,
-        level0_px_per_pixel_y=maps.level0_px_per_pixel_y,
-        origin_x_level0_px=maps.origin_x_level0_px,
-        origin_y_level0_px=maps.origin_y_level0_px,
-    )
+    placement = {
+        "level0_px_per_pixel_x": maps.level0_px_per_pixel_x,
+        "level0_px_per_pixel_y": maps.level0_px_per_pixel_y,
+        "origin_x_level0_px": maps.origin_x_level0_px,
+        "origin_y_level0_px": maps.origin_y_level0_px,
+    }
+    found = regions(cleaned, raw, maps.pixel_um, labels=labels, **placement)
+    outlines = region_outlines(labels, **placement)  # written once; views draw these
     quantities = quantify(cleaned, maps.tissue, maps.pixel_um, found)
     on_tissue = raw[maps.tissue & np.isfinite(raw)].astype(np.float64)
     row: dict[str, Any] = {
@@ -351,6 +351,7 @@ def analyse_slide(
             "bbox_y1_level0_px": r.bbox_y1_level0_px,
             "mean_score": r.mean_score,
             "max_score": r.max_score,
+            "outline_wkb": shapely.to_wkb(outlines[r.region_id]) if r.region_id in outlines else None,
         }
         for r in found
     ]

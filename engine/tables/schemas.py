@@ -176,6 +176,7 @@ REGIONS_SCHEMA = pa.schema(
         _field("bbox_y1_level0_px", pa.float64(), "Bounding box bottom (exclusive), level-0 pixels."),
         _field("mean_score", pa.float64(), "Mean score over the region.", nullable=True),
         _field("max_score", pa.float64(), "Maximum score in the region.", nullable=True),
+        _field("outline_wkb", pa.binary(), "The region's outline with its holes: a WKB polygon in level-0 pixels (x right, y down), traced midway between region and background pixel centres; views draw and export exactly this.", nullable=True),
         *PROVENANCE_FIELDS,
     ]
 )

@@ -131,6 +131,23 @@ def _rule(post: PostResults, slide_id: str, params: ViewParams) -> RegionRule | 
     return None
 
 
+def _post_regions(post: PostResults, slide_id: str, params: ViewParams) -> list[dict[str, Any]] | None:
+    """Post's own regions of the slide (outlines included) when views draw post's rule as is.
+
+    ``None`` (recompute) when post did not threshold the slide, or when the views set their own
+    morphology, or when the table predates outlines.
+    """
+    row = post.slide(slide_id)
+    if row is None or row.get("threshold") is None:
+        return None
+    if params.min_region_um2 is not None or params.max_hole_um2 is not None:
+        return None
+    rows = post.regions_of(slide_id)
+    if len(rows) != row.get("n_regions") or any(r.get("outline_wkb") is None for r in rows):
+        return None
+    return rows
+
+
 def render_views(
     root: Path | str,
     model: str,
@@ -186,6 +203,7 @@ def render_views(
                 layout.prediction_store(resolved.model_id, slide_id),
                 settings,
                 _rule(post, slide_id, params),
+                stored_regions=_post_regions(post, slide_id, params),
             )
         except SlideFleetError as exc:
             return FailureRecord.from_exception(

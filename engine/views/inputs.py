@@ -118,11 +118,18 @@ class PostResults:
         """Post's parameters (``PostParams`` as JSON), or ``{}`` without a record."""
         return dict((self.record or {}).get("params") or {})
 
+    regions: list[dict[str, Any]] = field(default_factory=list)
+    """Region rows (with outlines) of the same run as ``slides``."""
+
     def slide(self, slide_id: str) -> dict[str, Any] | None:
         for row in self.slides:
             if row["slide_id"] == slide_id:
                 return row
         return None
+
+    def regions_of(self, slide_id: str) -> list[dict[str, Any]]:
+        """Post's regions of one slide (its outlines), in region order."""
+        return [r for r in self.regions if r["slide_id"] == slide_id]
 
 
 def read_post_results(root: Path, model_id: str) -> PostResults:
@@ -141,6 +148,10 @@ def read_post_results(root: Path, model_id: str) -> PostResults:
 
     cohort = same(_rows(read_table(tables_dir, "cohort"), model_id))
     thresholds = same(_rows(read_table(tables_dir, "thresholds"), model_id))
+    latest_slides = _latest(same(slides), "slide_id")
+    runs = {(r["slide_id"], r["run_id"]) for r in latest_slides}
+    regions = [r for r in same(_rows(read_table(tables_dir, "regions"), model_id))
+               if (r["slide_id"], r["run_id"]) in runs]
     # Keep only each table's newest run of these parameters (reruns append parts).
     for rows in (cohort, thresholds):
         if rows:
@@ -148,7 +159,7 @@ def read_post_results(root: Path, model_id: str) -> PostResults:
             rows[:] = [r for r in rows if r["run_id"] == last_run]
     thresholds.sort(key=lambda r: r["threshold"])
     record = read_post_record(root, model_id, params_hash)
-    return PostResults(params_hash, _latest(same(slides), "slide_id"), cohort, thresholds, record)
+    return PostResults(params_hash, latest_slides, cohort, thresholds, record, regions)
 
 
 def read_failure_rows(

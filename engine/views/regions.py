@@ -1,30 +1,33 @@
-"""Predicted regions of one slide, recomputed from its score map with post's parameters.
+"""Predicted regions of one slide: post's, as written, or recomputed when views set their own rule.
 
-The post stage writes the regions *table*; drawing and exporting outlines needs the cleaned mask
-itself. :func:`predicted_mask` composes post's pure functions in post's order (z-score over
-tissue when the threshold is on z-scores, ``score >= threshold`` on tissue, then
-:func:`~engine.post.compute.clean_mask`), and :func:`slide_regions` measures and outlines the
-result in level-0 pixels, with region ids equal to the regions table's for the same mask.
-It is pure (arrays in, arrays out), so post can call it too and both stay one definition.
+Post writes each region's outline (with holes) into its ``regions`` table once;
+:meth:`SlideRegions.from_rows` reads them and :meth:`SlideRegions.mask_on` rasterises them for
+overlays, so views draw exactly what post measured. Without post (or with a threshold or
+morphology of the views' own) the regions are recomputed: :func:`predicted_mask` composes post's
+pure functions in post's order (z-score over tissue when the threshold is on z-scores,
+``score >= threshold`` on tissue, then :func:`~engine.post.compute.clean_mask`), and
+:func:`slide_regions` measures and outlines the result in level-0 pixels, with region ids equal
+to the regions table's for the same mask.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import shapely
 from numpy.typing import ArrayLike, NDArray
-from scipy import ndimage
 from shapely.geometry.polygon import orient
-from skimage import measure
 
+from engine.annotations.rasterise import fill_even_odd, ring_edges
 from engine.post.compute import (
     Region,
     label_regions,
+    region_outlines,
     regions,
-    signed_area,
     zscore_over_tissue,
 )
 from engine.post.compute import predicted_mask as compute_predicted_mask
@@ -71,58 +74,6 @@ def predicted_mask(
 
 
 
-def region_outlines(
-    labels: ArrayLike,
-    *,
-    origin_x_level0_px: float,
-    origin_y_level0_px: float,
-    level0_px_per_pixel_x: float,
-    level0_px_per_pixel_y: float,
-    tolerance_level0_px: float = 0.0,
-) -> dict[int, shapely.Polygon]:
-    """Each labelled region as a polygon *with its holes*, in level-0 pixels, keyed by label.
-
-    Rings are traced as in :func:`engine.post.compute.region_polygons` (marching squares at 0.5
-    on the region's padded bounding box, diagonal pixels joined), so the outer ring is the one
-    post computes; the region's other rings are its holes (4-connected background it encloses,
-    other regions inside them included). With holes, the polygon's area matches the region's
-    pixel area up to cut corners, which outer rings alone would not.
-    """
-    lab = np.asarray(labels)
-    polygons: dict[int, shapely.Polygon] = {}
-    for index, box in enumerate(ndimage.find_objects(lab)):
-        if box is None:
-            continue
-        region_id = index + 1
-        ys, xs = box
-        crop = np.zeros((ys.stop - ys.start + 2, xs.stop - xs.start + 2))
-        crop[1:-1, 1:-1] = lab[box] == region_id
-        rings = [c[:, ::-1] for c in measure.find_contours(crop, 0.5, fully_connected="high")]
-        placed = [
-            np.column_stack(
-                [
-                    origin_x_level0_px + (r[:, 0] + xs.start - 0.5) * level0_px_per_pixel_x,
-                    origin_y_level0_px + (r[:, 1] + ys.start - 0.5) * level0_px_per_pixel_y,
-                ]
-            )
-            for r in rings
-        ]
-        areas = [abs(signed_area(r)) for r in placed]
-        outer = int(np.argmax(areas))
-        holes = [r for k, r in enumerate(placed) if k != outer and len(r) >= 4]
-        polygon = shapely.Polygon(placed[outer], holes)
-        if not polygon.is_valid:  # rings touching at a pixel corner
-            repaired = shapely.make_valid(polygon)
-            parts = [
-                g for g in getattr(repaired, "geoms", [repaired]) if isinstance(g, shapely.Polygon)
-            ]
-            polygon = max(parts, key=lambda g: g.area) if parts else shapely.Polygon(placed[outer])
-        # Tolerance 0 still drops the collinear vertices of pixel-edge runs (same shape, smaller file).
-        polygon = polygon.simplify(max(0.0, tolerance_level0_px), preserve_topology=True)
-        polygons[region_id] = orient(polygon, sign=1.0)
-    return polygons
-
-
 @dataclass(frozen=True)
 class SlideRegions:
     """Regions of one slide's mask: measurements and outer rings in level-0 pixels, by region id."""
@@ -131,6 +82,29 @@ class SlideRegions:
     polygons: dict[int, shapely.Polygon]
     """Outer ring and holes of each region, level-0 pixels, by region id."""
     pixel_um: float
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[Mapping[str, Any]], *, pixel_um: float,
+                  simplify_level0_px: float = 0.0) -> SlideRegions:
+        """The regions post measured and outlined (rows of its ``regions`` table), as they are."""
+        fields = [f.name for f in dataclasses.fields(Region)]
+        ordered = sorted(rows, key=lambda r: int(r["region_id"]))
+        found = tuple(Region(**{name: row[name] for name in fields}) for row in ordered)
+        polygons: dict[int, shapely.Polygon] = {}
+        for row in ordered:
+            if row.get("outline_wkb") is not None:
+                polygon = shapely.from_wkb(row["outline_wkb"])
+                if simplify_level0_px > 0:
+                    polygon = orient(polygon.simplify(simplify_level0_px, preserve_topology=True), sign=1.0)
+                polygons[int(row["region_id"])] = polygon
+        return cls(found, polygons, pixel_um)
+
+    def mask_on(self, grid: Frame, *, mpp_x: float, mpp_y: float, level0_translation_x_um: float = 0.0,
+                level0_translation_y_um: float = 0.0) -> NDArray[np.bool_]:
+        """The regions rasterised at ``grid``'s pixel centres (the one rasteriser, even-odd)."""
+        cx = (grid.centres_x_um() - level0_translation_x_um) / mpp_x + 0.5  # level-0 px, edges at k
+        cy = (grid.centres_y_um() - level0_translation_y_um) / mpp_y + 0.5
+        return fill_even_odd(ring_edges(list(self.polygons.values())), cx, cy)
 
 
 def slide_regions(

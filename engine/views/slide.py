@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from engine.views.geojson import regions_feature_collection, write_geojson
 from engine.views.grid import level_for_scale, level_for_size
 from engine.views.inputs import PredictionStore
 from engine.views.params import ViewParams
-from engine.views.regions import RegionRule, predicted_mask, slide_regions
+from engine.views.regions import RegionRule, SlideRegions, predicted_mask, slide_regions
 
 log = logging.getLogger(__name__)
 
@@ -119,10 +120,36 @@ def _heatmap_title(settings: SlideSettings, channel: str) -> str:
     return ", ".join(parts)
 
 
+def _write_regions(found: SlideRegions, rule: RegionRule | None, slide_id: str, settings: SlideSettings) -> Path:
+    """The slide's QuPath GeoJSON of ``found`` (outlines with holes, level-0 px)."""
+    description = "post regions as written"
+    if rule is not None:
+        description = (f"{rule.score_kind}>={rule.threshold:g};min_region_um2={rule.min_region_um2:g};"
+                       f"max_hole_um2={rule.max_hole_um2:g}")
+    collection = regions_feature_collection(
+        found,
+        slide_id=slide_id,
+        model_id=settings.model_id,
+        class_name=settings.params.region_class,
+        colour=render.PREDICTED_RGB,
+        rule_description=description,
+    )
+    return write_geojson(collection, settings.out_dir / f"{slide_id}.geojson")
+
+
 def render_slide(
-    slide_path: Path, prediction_path: Path, settings: SlideSettings, rule: RegionRule | None
+    slide_path: Path,
+    prediction_path: Path,
+    settings: SlideSettings,
+    rule: RegionRule | None,
+    *,
+    stored_regions: Sequence[Mapping[str, Any]] | None = None,
 ) -> SlideViews:
-    """Draw and write one slide's views; ``rule`` (post's threshold) enables regions and GeoJSON."""
+    """Draw and write one slide's views; ``rule`` (post's threshold) enables regions and GeoJSON.
+
+    ``stored_regions`` (post's ``regions`` rows of this slide, outlines included) are drawn and
+    exported as they are; without them the regions are recomputed with ``rule``.
+    """
     params = settings.params
     slide = SlideStore.open(slide_path)
     prediction = PredictionStore.open(prediction_path)
@@ -171,6 +198,19 @@ def render_slide(
     n_regions = predicted_px = None
     if rule is None:  # no threshold (yet): an older export would show regions that no longer hold
         (settings.out_dir / f"{slide_id}.geojson").unlink(missing_ok=True)
+    elif stored_regions is not None:
+        finest = min(prediction.levels, key=lambda lv: lv.scale_x_um * lv.scale_y_um)
+        found = SlideRegions.from_rows(
+            stored_regions, pixel_um=finest.pixel_um,
+            simplify_level0_px=params.simplify_um / ((slide.mpp_x + slide.mpp_y) / 2),
+        )
+        n_regions, predicted_px = len(found.regions), sum(r.area_px for r in found.regions)
+        geojson_path = _write_regions(found, rule, slide_id, settings)
+        predicted = found.mask_on(
+            thumb, mpp_x=slide.mpp_x, mpp_y=slide.mpp_y,
+            level0_translation_x_um=slide.levels[0].translation_x_um,
+            level0_translation_y_um=slide.levels[0].translation_y_um,
+        )
     else:
         finest = min(prediction.levels, key=lambda lv: lv.scale_x_um * lv.scale_y_um)
         grid0 = finest
@@ -191,16 +231,7 @@ def render_slide(
             simplify_um=params.simplify_um,
         )
         n_regions, predicted_px = len(found.regions), int(mask0.sum())
-        collection = regions_feature_collection(
-            found,
-            slide_id=slide_id,
-            model_id=settings.model_id,
-            class_name=params.region_class,
-            colour=render.PREDICTED_RGB,
-            rule_description=f"{rule.score_kind}>={rule.threshold:g};min_region_um2={rule.min_region_um2:g};"
-            f"max_hole_um2={rule.max_hole_um2:g}",
-        )
-        geojson_path = write_geojson(collection, settings.out_dir / f"{slide_id}.geojson")
+        geojson_path = _write_regions(found, rule, slide_id, settings)
         predicted = resample_nearest(mask0, grid0, thumb, fill=False).astype(bool)
 
     text = {

@@ -9,6 +9,7 @@ calibration split's summed ``SweepCounts``) -> ``clean_mask`` -> ``regions`` /
 from engine.post.compute.components import (
     Region,
     label_regions,
+    region_outlines,
     region_polygons,
     regions,
     signed_area,
@@ -49,6 +50,7 @@ __all__ = [
     "signed_area",
     "oracle_threshold",
     "quantify",
+    "region_outlines",
     "region_polygons",
     "regions",
     "sweep_table",

@@ -19,6 +19,7 @@ import numpy as np
 import shapely
 from numpy.typing import ArrayLike, NDArray
 from scipy import ndimage
+from shapely.geometry.polygon import orient
 from skimage import measure
 
 from engine.metrics.binary import as_mask
@@ -255,4 +256,56 @@ def region_polygons(
                 polygon.simplify(tolerance_level0_px, preserve_topology=True), sign=1.0
             )
         polygons[region_id] = polygon
+    return polygons
+
+
+def region_outlines(
+    labels: ArrayLike,
+    *,
+    origin_x_level0_px: float,
+    origin_y_level0_px: float,
+    level0_px_per_pixel_x: float,
+    level0_px_per_pixel_y: float,
+    tolerance_level0_px: float = 0.0,
+) -> dict[int, shapely.Polygon]:
+    """Each labelled region as a polygon *with its holes*, in level-0 pixels, keyed by label.
+
+    Rings are traced as in :func:`engine.post.compute.region_polygons` (marching squares at 0.5
+    on the region's padded bounding box, diagonal pixels joined), so the outer ring is the one
+    post computes; the region's other rings are its holes (4-connected background it encloses,
+    other regions inside them included). With holes, the polygon's area matches the region's
+    pixel area up to cut corners, which outer rings alone would not.
+    """
+    lab = np.asarray(labels)
+    polygons: dict[int, shapely.Polygon] = {}
+    for index, box in enumerate(ndimage.find_objects(lab)):
+        if box is None:
+            continue
+        region_id = index + 1
+        ys, xs = box
+        crop = np.zeros((ys.stop - ys.start + 2, xs.stop - xs.start + 2))
+        crop[1:-1, 1:-1] = lab[box] == region_id
+        rings = [c[:, ::-1] for c in measure.find_contours(crop, 0.5, fully_connected="high")]
+        placed = [
+            np.column_stack(
+                [
+                    origin_x_level0_px + (r[:, 0] + xs.start - 0.5) * level0_px_per_pixel_x,
+                    origin_y_level0_px + (r[:, 1] + ys.start - 0.5) * level0_px_per_pixel_y,
+                ]
+            )
+            for r in rings
+        ]
+        areas = [abs(signed_area(r)) for r in placed]
+        outer = int(np.argmax(areas))
+        holes = [r for k, r in enumerate(placed) if k != outer and len(r) >= 4]
+        polygon = shapely.Polygon(placed[outer], holes)
+        if not polygon.is_valid:  # rings touching at a pixel corner
+            repaired = shapely.make_valid(polygon)
+            parts = [
+                g for g in getattr(repaired, "geoms", [repaired]) if isinstance(g, shapely.Polygon)
+            ]
+            polygon = max(parts, key=lambda g: g.area) if parts else shapely.Polygon(placed[outer])
+        # Tolerance 0 still drops the collinear vertices of pixel-edge runs (same shape, smaller file).
+        polygon = polygon.simplify(max(0.0, tolerance_level0_px), preserve_topology=True)
+        polygons[region_id] = orient(polygon, sign=1.0)
     return polygons
