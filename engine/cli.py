@@ -109,13 +109,16 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     params = _stage_params(args, "infer", InferParams, {
         "batch_size": args.batch_size, "tta": args.tta, "gpus_per_actor": args.gpus_per_actor,
         "cpus_per_actor": args.cpus_per_actor, "max_actors": args.max_actors,
-        "use_gpus": False if args.no_gpus else None,
+        "device": "cpu" if args.no_gpus else args.device,
     })
     report = infer(Path(args.root), args.model, params=params, address=args.address,
                    slide_ids=args.slides, progress=not args.quiet)
     print(f"infer run {report.run_id}: model {report.model.ref} (model_id {report.model.model_id})")
     print(f"  {len(report.scored)} scored, {len(report.skipped)} up to date, {len(report.failures)} failed; "
           f"{report.tiles} tiles in {report.seconds:.1f}s ({report.tiles_per_second:.1f} tiles/s)")
+    if report.device:
+        print(f"  device {report.device['device']} ({report.device['reason']}); {len(report.actors)} of "
+              f"{report.actors_wanted} actors placed, first after {report.scale_up_wait_s or 0:.1f}s")
     for actor in report.actors:
         busy = actor.get("model_busy_fraction")
         print(f"  actor pid {actor.get('pid')} on {actor.get('device')} gpu_ids {actor.get('gpu_ids')}: "
@@ -144,6 +147,7 @@ def _job_overrides(args: argparse.Namespace) -> dict[str, object]:
         "views": False if getattr(args, "no_views", False) else None,
         "strict": True if getattr(args, "strict", False) else None,
         "retry_failed": True if getattr(args, "retry_failed", False) else None,
+        "infer": {"device": args.device} if getattr(args, "device", None) else None,
     }
 
 
@@ -210,6 +214,10 @@ def _print_cohort_summary(result) -> None:  # noqa: ANN001 - CohortResult
         print(line)
     for stage, values in result.stages.items():
         print(f"  stage {stage:36s} {values.get('seconds', 0):7.1f} s")
+        device = values.get("device")
+        if isinstance(device, dict) and device.get("device"):
+            print(f"    device {device['device']}: {device.get('reason')}; {len(values.get('actors') or [])} of "
+                  f"{values.get('actors_wanted')} actors placed (scale-up wait {values.get('scale_up_wait_s') or 0:.1f} s)")
     print(f"run record: {result.run_record}")
 
 
@@ -464,7 +472,9 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--gpus-per-actor", type=float, default=None, help="infer.gpus_per_actor (0.5 packs two)")
     infer.add_argument("--cpus-per-actor", type=float, default=None, help="infer.cpus_per_actor")
     infer.add_argument("--max-actors", type=int, default=None, help="infer.max_actors")
-    infer.add_argument("--no-gpus", action="store_true", help="infer.use_gpus = false: CPU actors only")
+    infer.add_argument("--device", choices=["auto", "gpu", "cpu"], default=None,
+                       help="infer.device: auto (GPUs if the cluster has or can get them), gpu (never CPUs), cpu")
+    infer.add_argument("--no-gpus", action="store_true", help="same as --device cpu")
     infer.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
     infer.add_argument("--strict", action="store_true", help="exit 1 if any slide failed")
     infer.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -493,6 +503,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", default=None, help="job config file (YAML/TOML/JSON), schemas/job-config.schema.json")
     run.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
     run.add_argument("--dask-address", default=None, help="Dask scheduler for post (default: local)")
+    run.add_argument("--device", choices=["auto", "gpu", "cpu"], default=None,
+                     help="infer.device: auto (GPUs if the cluster has or can get them), gpu (never CPUs), cpu")
     run.add_argument("--demo-models", action="store_true", help="train and register the demo models first")
     run.add_argument("--no-views", action="store_true", help="skip heatmaps and the report")
     run.add_argument("--strict", action="store_true", help="exit 1 if any slide failed any stage")
@@ -589,8 +601,9 @@ def build_parser() -> argparse.ArgumentParser:
     tiles.set_defaults(handler=_cmd_tiles)
 
     bench = commands.add_parser("bench", help="measure a stage against its floor (prints ratios)")
-    bench.add_argument("stage", choices=["ingest", "infer", "post", "qc", "storage"],
-                       help="stage to benchmark (storage: the compact JPEG mode vs lossless)")
+    bench.add_argument("stage", choices=["ingest", "infer", "post", "qc", "storage", "cluster"],
+                       help="stage to benchmark (storage: the compact JPEG mode vs lossless; cluster: "
+                       "fake autoscaler scale-up and driver memory)")
     bench.add_argument("--workdir", default=None, help="where to write generated slides (default: a temp dir)")
     bench.add_argument("--quick", action="store_true", help="smaller slides (a smoke run)")
     bench.set_defaults(handler=_cmd_bench)

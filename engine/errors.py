@@ -79,3 +79,11 @@ class WorkerDied(SlideFleetError, RuntimeError):
 
 class UnmaterialisedRegion(SlideFleetError, ValueError):
     """A tile needs pixels that a sparse slide store did not convert (its margin is too small)."""
+
+
+class DeviceUnavailable(SlideFleetError, RuntimeError):
+    """``infer.device: gpu`` on a cluster that has no GPU and whose autoscaler cannot add one."""
+
+
+class PlacementTimeout(SlideFleetError, TimeoutError):
+    """No scoring actor could be placed in time; the message names the resources that were missing."""

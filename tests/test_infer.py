@@ -59,9 +59,27 @@ def test_fractional_gpus_pack_two_actors_per_gpu(fleet: Path) -> None:
 
 
 def test_cpu_actors_when_gpus_are_not_used(fleet: Path) -> None:
-    params = InferParams(use_gpus=False, tta="dihedral")
+    params = InferParams(device="cpu", tta="dihedral")
     report = infer(fleet, "darkness", progress=False, params=params)
     assert report.actors and all(a["gpu_ids"] == [] and a["device"] == "cpu" for a in report.actors)
+
+
+def test_device_auto_without_enough_gpus_or_an_autoscaler_is_cpu_and_says_why(fleet: Path) -> None:
+    # 2 logical GPUs, actors needing 4 each, no autoscaler: CPUs, and the reason is recorded.
+    params = InferParams(gpus_per_actor=4, tta="flips", tissue_samples_per_side=3, max_actors=1)
+    report = infer(fleet, "darkness", progress=False, params=params)
+    assert report.device["device"] == "cpu" and report.device["requested"] == "auto"
+    assert "no autoscaler" in report.device["reason"]
+    assert report.actors and all(a["gpu_ids"] == [] for a in report.actors)
+
+
+def test_device_gpu_never_falls_back_and_times_out_naming_what_is_missing(fleet: Path) -> None:
+    from engine.errors import PlacementTimeout
+
+    params = InferParams(device="gpu", gpus_per_actor=4, actor_start_timeout_s=2, tta="flips",
+                         tissue_samples_per_side=2)
+    with pytest.raises(PlacementTimeout, match=r"0 of 1 scoring actors placed .* needs 1 CPU \+ 4 GPU"):
+        infer(fleet, "darkness", progress=False, params=params, slide_ids=["synth_000"])
 
 
 def test_score_map_is_aligned_with_the_slide(fleet: Path, synth_cohort: Path) -> None:

@@ -26,4 +26,8 @@ def run_benchmark(stage: str, workdir: Path | None, *, quick: bool = False) -> i
         from engine.bench.storage_bench import bench_storage
 
         return bench_storage(workdir, quick=quick)
+    if stage == "cluster":
+        from engine.bench.cluster_bench import bench_cluster
+
+        return bench_cluster(workdir, quick=quick)
     raise ValueError(f"no benchmark for stage {stage!r}")

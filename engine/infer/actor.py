@@ -57,6 +57,7 @@ class ScoringActor:
         self.params = InferParams.model_validate_json(params_json)
         self.model_id = model_id
         self.gpu_ids = [str(g) for g in ray.get_gpu_ids()]
+        self.node_id = ray.get_runtime_context().get_node_id()
         use_cuda = bool(self.gpu_ids) and torch.cuda.is_available()
         self.device = torch.device("cuda", 0) if use_cuda else torch.device("cpu")
         if not use_cuda:
@@ -79,6 +80,7 @@ class ScoringActor:
     def placement(self) -> dict[str, Any]:
         return {
             "pid": os.getpid(),
+            "node_id": self.node_id,
             "gpu_ids": self.gpu_ids,
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
             "device": str(self.device),

@@ -4,7 +4,12 @@ Backpressure: at most ``in_flight_per_actor`` units are queued per actor, so mem
 unit size and actor count, never on the cohort. Failures are data: a slide whose model output is
 invalid becomes a failures row and the others go on; a dead actor is restarted by Ray and its
 units retried (a unit rewrites only its own chunk, so a retry can neither duplicate nor lose a
-tile); an actor dead for good is replaced.
+tile); an actor dead for good is replaced, and a node lost mid-run costs only its in-flight units.
+
+Placement (``engine.infer.placement``, ``engine.infer.pool``): GPU or CPU actors by
+``infer.device``, the wanted actor count asked of the autoscaler, units only to placed actors,
+late actors joining while the run goes on. Slides are planned a window at a time, so the driver
+never holds the cohort's tiles.
 """
 
 from __future__ import annotations
@@ -24,13 +29,21 @@ from tqdm.auto import tqdm
 
 from engine import __version__
 from engine.cluster import ensure_ray
-from engine.errors import ConfigError, NoTissue, SlideFleetError, StoreIncomplete, WorkerDied
+from engine.errors import NoTissue, PlacementTimeout, SlideFleetError, StoreIncomplete, WorkerDied
 from engine.features.commit import commit_features
 from engine.features.store import features_key, open_or_create_feature_partial
 from engine.infer.actor import ScoringActor, UnitJob, UnitStats
 from engine.infer.coverage import check_materialised
 from engine.infer.params import InferParams
+from engine.infer.placement import (
+    actor_demand,
+    choose_device,
+    missing_resources,
+    request_demand,
+    withdraw_demand,
+)
 from engine.infer.plan import TileGeometry, WorkUnit, plan_units, tile_geometry, tissue_tiles
+from engine.infer.pool import ActorPool
 from engine.infer.prediction_store import (
     finalise,
     is_complete,
@@ -92,6 +105,11 @@ class InferReport:
     unit_retries: int = 0
     actor_replacements: int = 0
     scoring_seconds: float = 0.0  # first unit dispatched -> last unit done (no start-up)
+    device: dict[str, Any] = field(default_factory=dict)  # DeviceChoice: device, reason, ...
+    actors_wanted: int = 0
+    actors_joined_late: int = 0  # placed after scoring began (late GPU nodes)
+    scale_up_wait_s: float | None = None  # actors created -> first one placed
+    first_tile_s: float | None = None  # infer called -> first unit scored
 
     @property
     def tiles_per_second(self) -> float:
@@ -135,44 +153,6 @@ def _plan_slide(store: SlideStore, model: RegisteredModel, params: InferParams) 
         reads.append((card.mpp * params.fusion.mpp_factor, card.tile_size_px))
     check_materialised(store, geometry, selected, model_name=model.ref, reads=reads)
     return geometry, plan_units(store.slide_id, geometry, selected)
-
-
-def _actor_count(params: InferParams) -> tuple[int, dict[str, Any]]:
-    """How many actors the cluster can hold at once, and their resource options.
-
-    Both GPUs and CPUs bound the count: an actor that cannot be placed would hold queued units
-    forever, so the pool is never larger than what the cluster can run.
-    """
-    resources = ray.cluster_resources()
-    gpus, cpus = resources.get("GPU", 0.0), resources.get("CPU", 1.0)
-    by_cpu = int(cpus / params.cpus_per_actor + 1e-9)
-    if params.use_gpus and gpus > 0:
-        count = min(int(gpus / params.gpus_per_actor + 1e-9), by_cpu)
-        options = {"num_gpus": params.gpus_per_actor, "num_cpus": params.cpus_per_actor}
-    else:
-        count = by_cpu
-        options = {"num_gpus": 0, "num_cpus": params.cpus_per_actor}
-    if params.max_actors is not None:
-        count = min(count, params.max_actors)
-    if count < 1:
-        gpu_need = f" and {params.gpus_per_actor:g} GPUs" if options["num_gpus"] else ""
-        raise ConfigError(
-            f"the Ray cluster ({cpus:g} CPUs, {gpus:g} GPUs) cannot hold one scoring actor needing "
-            f"{params.cpus_per_actor:g} CPUs{gpu_need}; lower infer.cpus_per_actor / "
-            "infer.gpus_per_actor or add nodes."
-        )
-    return count, options
-
-
-def _wait_for_placement(actors: list[Any], timeout_s: float) -> list[dict[str, Any]]:
-    """Block until every actor is running (GPU nodes may need minutes to autoscale)."""
-    try:
-        return ray.get([actor.placement.remote() for actor in actors], timeout=timeout_s)
-    except ray.exceptions.GetTimeoutError as exc:
-        raise WorkerDied(
-            f"{len(actors)} scoring actors could not all be started within {timeout_s:g} s: the "
-            "cluster lacks the CPUs/GPUs they need, or other actors hold them."
-        ) from exc
 
 
 def _inferred_row(result: dict[str, Any]) -> dict[str, Any]:
@@ -237,6 +217,11 @@ def infer(
     A slide that fails leaves a marker with its prediction key; with ``retry_failed=False`` a
     slide whose last attempt failed on the same key is not tried again (``known_failures``).
     Each commit writes its ``inferred`` row at once, so a killed run's commits are recorded.
+
+    Slides are planned as the actors need work (a window of a few units per actor), so the driver
+    holds only the slides being scored, never the cohort's tiles. GPU or CPU actors follow
+    ``params.device`` (:func:`engine.infer.placement.choose_device`); the wanted actors are asked of
+    the autoscaler and join the pool as they are placed.
     """
     params = params or InferParams()
     layout = FleetLayout(Path(root))
@@ -245,11 +230,69 @@ def infer(
     started = time.perf_counter()
     channel_names = list(registered.card.class_names)
     extractor = registered.card.is_extractor  # writes features/<model_id>/, not a score map
-
-    jobs: list[SlideJob] = []
+    paths = deque(_list_slide_stores(layout, slide_ids))
     queue: deque[tuple[SlideJob, WorkUnit]] = deque()
     record_committed_predictions(layout, registered.model_id, run_id=report.run_id)
-    for store_path in _list_slide_stores(layout, slide_ids):
+    failed_jobs: list[SlideJob] = []
+
+    def commit_if_done(job: SlideJob) -> None:
+        if job.failed or job.units_done < job.units_total:
+            return
+        seconds = time.perf_counter() - (job.started or time.perf_counter())
+        result = {
+            "slide_id": job.slide_id, "model_id": registered.model_id, "model": registered.ref,
+            "tiles": job.tiles_total, "units": job.units_total, "seconds": seconds,
+            "read_seconds": job.read_seconds, "model_seconds": job.model_seconds,
+            "unit_retries": job.retries,
+        }
+        if extractor:
+            commit_features(
+                job.store, job.partial_path, job.final_path, job.key, job.geometry, job.unit_keys,
+                dtype=params.feature_dtype, result=result,
+                attributes={
+                    "slide_id": job.slide_id, "model_id": registered.model_id, "model": registered.ref,
+                    "kind": registered.card.kind, "slide_store": str(job.store.path),
+                    "infer_params": params.model_dump(mode="json"), "engine_version": __version__,
+                    "run_id": report.run_id, "model_mpp": job.geometry.model_mpp,
+                    "tile_size_px": registered.card.tile_size_px,
+                },
+            )
+            committed(job, result)
+            return
+        finalise(
+            job.partial_path, job.final_path, job.key, job.geometry,
+            mpp_x=job.store.mpp_x, mpp_y=job.store.mpp_y, channel_names=channel_names,
+            attributes={
+                "slide_id": job.slide_id, "model_id": registered.model_id, "model": registered.ref,
+                "kind": registered.card.kind, "class_names": channel_names,
+                "slide_store": str(job.store.path), "infer_params": params.model_dump(mode="json"),
+                "engine_version": __version__, "run_id": report.run_id,
+                "output_px_um": job.geometry.level0_per_out_px_x * job.store.mpp_x,
+                "tile_reading": model_frame(
+                    job.store, registered.card.mpp, params.mpp_tolerance).provenance(job.store),
+            },
+            result=result,
+        )
+        committed(job, result)
+
+    def committed(job: SlideJob, result: dict[str, Any]) -> None:
+        report.scored.append(result)
+        write_table_part(layout.tables_dir, "inferred", [_inferred_row(result)],
+                         partition={"model_id": registered.model_id}, run_id=report.run_id)
+        clear_failure(failure_marker(layout.root, "infer", job.slide_id, registered.model_id))
+
+    def fail(job: SlideJob, error: BaseException) -> None:
+        if not job.failed:
+            job.failed = True
+            failed_jobs.append(job)
+            report.failures.append(FailureRecord.from_exception(
+                "infer", job.slide_id, error, model_id=registered.model_id, source_path=str(job.store.path)))
+            record_failure(failure_marker(layout.root, "infer", job.slide_id, registered.model_id), job.key,
+                           error_type=type(error).__name__, message=str(error), run_id=report.run_id)
+
+    def plan_next() -> int:
+        """Plan the next slide; queue its units not done yet; return how many were queued."""
+        store_path = paths.popleft()
         slide_id = store_path.name.removesuffix(".ome.zarr")
         key: dict[str, Any] | None = None
         try:
@@ -262,12 +305,12 @@ def infer(
                 key = prediction_key(store, registered, params)
             if is_complete(final_path, key):
                 report.skipped.append(store.slide_id)
-                continue
+                return 0
             marker = failure_marker(layout.root, "infer", store.slide_id, registered.model_id)
             known = None if retry_failed else failed_before(marker, key)
             if known is not None:
                 report.known_failures[store.slide_id] = f"{known['error_type']}: {known['message']}"
-                continue
+                return 0
             geometry, units = _plan_slide(store, registered, params)
             if not units:
                 raise NoTissue(f"no tile of slide {store.slide_id} at {registered.card.mpp} µm/px touches tissue.")
@@ -277,33 +320,44 @@ def infer(
                 partial, done = open_or_create_partial(final_path, key, geometry, channel_names)
         except StoreIncomplete as exc:
             report.failures.append(FailureRecord.from_exception("infer", slide_id, exc, model_id=registered.model_id))
-            continue
+            return 0
         except SlideFleetError as exc:
             report.failures.append(FailureRecord.from_exception("infer", slide_id, exc, model_id=registered.model_id,
                                                                 source_path=str(store_path)))
             if key is not None:
                 record_failure(failure_marker(layout.root, "infer", slide_id, registered.model_id), key,
                                error_type=type(exc).__name__, message=str(exc), run_id=report.run_id)
-            continue
+            return 0
         job = SlideJob(store, final_path, partial, key, geometry, len(units), sum(u.n_tiles for u in units),
                        unit_keys=[u.key for u in units])
+        queued = 0
         for unit in units:
             if unit.key in done:
                 job.units_done += 1
                 job.tiles_done += unit.n_tiles
             else:
                 queue.append((job, unit))
-        jobs.append(job)
+                queued += 1
+        commit_if_done(job)  # every unit was done before a crash
+        return queued
 
-    total_tiles = sum(j.tiles_total - j.tiles_done for j in jobs)
-    if jobs:
+    while paths and not queue:  # find the first slide with work before starting Ray
+        plan_next()
+
+    if queue:
         ensure_ray(address)
-        count, options = _actor_count(params)
+        choice = choose_device(params)
+        report.device = choice.as_record()
+        demand = actor_demand(choice, params, work_units=len(queue) + len(paths))
+        report.actors_wanted = demand.count
+        log.info("scoring on %s: %s; %d actors of %s wanted", choice.device, choice.reason, demand.count,
+                 demand.describe())
+        request_demand(demand.bundle, demand.count)
         actor_cls = ray.remote(ScoringActor)
 
         def spawn(index: int) -> Any:
             return actor_cls.options(
-                **options,
+                **demand.options,
                 name=f"slidefleet-scorer-{report.run_id}-{index}",
                 max_restarts=params.max_actor_restarts,
                 max_task_retries=params.max_actor_restarts,
@@ -312,132 +366,90 @@ def infer(
             ).remote(str(registered.path), registered.card.model_dump_json(), registered.model_id,
                      params.model_dump_json())
 
-        actors = [spawn(i) for i in range(count)]
-        _wait_for_placement(actors, params.actor_start_timeout_s)
-        load = [0] * count
-        in_flight: dict[Any, tuple[int, SlideJob, WorkUnit]] = {}
-        spawned = count
-
-        def commit_if_done(job: SlideJob) -> None:
-            if job.failed or job.units_done < job.units_total:
-                return
-            seconds = time.perf_counter() - (job.started or time.perf_counter())
-            result = {
-                "slide_id": job.slide_id, "model_id": registered.model_id, "model": registered.ref,
-                "tiles": job.tiles_total, "units": job.units_total, "seconds": seconds,
-                "read_seconds": job.read_seconds, "model_seconds": job.model_seconds,
-                "unit_retries": job.retries,
-            }
-            if extractor:
-                commit_features(
-                    job.store, job.partial_path, job.final_path, job.key, job.geometry, job.unit_keys,
-                    dtype=params.feature_dtype, result=result,
-                    attributes={
-                        "slide_id": job.slide_id, "model_id": registered.model_id, "model": registered.ref,
-                        "kind": registered.card.kind, "slide_store": str(job.store.path),
-                        "infer_params": params.model_dump(mode="json"), "engine_version": __version__,
-                        "run_id": report.run_id, "model_mpp": job.geometry.model_mpp,
-                        "tile_size_px": registered.card.tile_size_px,
-                    },
-                )
-                committed(job, result)
-                return
-            finalise(
-                job.partial_path, job.final_path, job.key, job.geometry,
-                mpp_x=job.store.mpp_x, mpp_y=job.store.mpp_y, channel_names=channel_names,
-                attributes={
-                    "slide_id": job.slide_id, "model_id": registered.model_id, "model": registered.ref,
-                    "kind": registered.card.kind, "class_names": channel_names,
-                    "slide_store": str(job.store.path), "infer_params": params.model_dump(mode="json"),
-                    "engine_version": __version__, "run_id": report.run_id,
-                    "output_px_um": job.geometry.level0_per_out_px_x * job.store.mpp_x,
-                    "tile_reading": model_frame(
-                        job.store, registered.card.mpp, params.mpp_tolerance).provenance(job.store),
-                },
-                result=result,
-            )
-            committed(job, result)
-
-        def committed(job: SlideJob, result: dict[str, Any]) -> None:
-            report.scored.append(result)
-            write_table_part(layout.tables_dir, "inferred", [_inferred_row(result)],
-                             partition={"model_id": registered.model_id}, run_id=report.run_id)
-            clear_failure(failure_marker(layout.root, "infer", job.slide_id, registered.model_id))
-
-        def fail(job: SlideJob, error: BaseException) -> None:
-            if not job.failed:
-                job.failed = True
-                report.failures.append(FailureRecord.from_exception(
-                    "infer", job.slide_id, error, model_id=registered.model_id, source_path=str(job.store.path)))
-                record_failure(failure_marker(layout.root, "infer", job.slide_id, registered.model_id), job.key,
-                               error_type=type(error).__name__, message=str(error), run_id=report.run_id)
-
-        for job in jobs:  # slides whose units were all done before a crash
-            commit_if_done(job)
-
+        pool = ActorPool(spawn, demand)
+        in_flight: dict[Any, tuple[int, Any, SlideJob, WorkUnit]] = {}
+        window = demand.count * params.in_flight_per_actor * 2
         first_dispatch: float | None = None
-        with tqdm(total=total_tiles, desc=f"infer {registered.ref}", unit="tile", disable=not progress) as bar:
-            while queue or in_flight:
-                while queue and min(load) < params.in_flight_per_actor:
-                    job, unit = queue.popleft()
+        try:
+            pool.wait_for(params.min_actors or (demand.count if choice.autoscaler is None else 1),
+                          params.actor_start_timeout_s)
+            report.scale_up_wait_s = pool.first_ready_s
+            pool.dispatching = True
+            with tqdm(desc=f"infer {registered.ref}", unit="tile", disable=not progress) as bar:
+                while queue or in_flight or paths:
+                    while paths and len(queue) < window:
+                        plan_next()
+                    while queue and (index := pool.pick(params.in_flight_per_actor)) is not None:
+                        job, unit = queue.popleft()
+                        if job.failed:
+                            continue
+                        job.started = job.started or time.perf_counter()
+                        first_dispatch = first_dispatch or job.started
+                        actor = pool.actors[index]
+                        ref = actor.score_unit.remote(
+                            UnitJob(unit, job.geometry, str(job.store.path),
+                                    str(job.partial_path if extractor else job.partial_path / "0")))
+                        in_flight[ref] = (index, actor, job, unit)
+                        pool.load[index] += 1
+                        job.in_flight += 1
+                    if not in_flight:
+                        if queue and pool.n_ready == 0:  # every actor died: wait for a replacement
+                            pool.wait_for(1, params.actor_start_timeout_s)
+                        continue
+                    done, _ = ray.wait([*in_flight, *pool.placing], num_returns=1,
+                                       timeout=params.actor_start_timeout_s)
+                    if not done:  # e.g. actors restarting after a node loss with nowhere to go
+                        raise PlacementTimeout(
+                            f"no work unit finished within {params.actor_start_timeout_s:g} s; "
+                            + missing_resources(demand, pool.n_ready, time.perf_counter() - pool.started))
+                    ref = done[0]
+                    if pool.is_placement(ref):
+                        pool.on_placed(ref)
+                        continue
+                    index, actor, job, unit = in_flight.pop(ref)
+                    pool.unit_done(index, actor)
+                    job.in_flight -= 1
+                    try:
+                        stats: UnitStats = ray.get(ref)
+                    except ray.exceptions.RayTaskError as exc:
+                        cause = exc.cause if isinstance(exc.cause, BaseException) else exc
+                        fail(job, cause)
+                        continue
+                    except ray.exceptions.RayActorError as exc:
+                        # Restarts exhausted (or its node is gone): replace the actor, retry the unit.
+                        report.actor_replacements += 1
+                        if report.actor_replacements > 2 * demand.count + params.max_actor_restarts:
+                            fail(job, WorkerDied(f"scoring actors keep dying ({exc}); giving up on this slide."))
+                            continue
+                        if pool.actors[index] is actor and pool.ready[index]:
+                            log.warning("actor %d died for good (%s); starting a replacement", index,
+                                        type(exc).__name__)
+                            pool.replace(index)
+                        job.retries += 1
+                        report.unit_retries += 1
+                        queue.appendleft((job, unit))
+                        continue
                     if job.failed:
                         continue
-                    index = load.index(min(load))
-                    job.started = job.started or time.perf_counter()
-                    first_dispatch = first_dispatch or job.started
-                    ref = actors[index].score_unit.remote(
-                        UnitJob(unit, job.geometry, str(job.store.path),
-                                str(job.partial_path if extractor else job.partial_path / "0")))
-                    in_flight[ref] = (index, job, unit)
-                    load[index] += 1
-                    job.in_flight += 1
-                if not in_flight:
-                    continue
-                (ref,), _ = ray.wait(list(in_flight), num_returns=1)
-                index, job, unit = in_flight.pop(ref)
-                load[index] -= 1
-                job.in_flight -= 1
-                try:
-                    stats: UnitStats = ray.get(ref)
-                except ray.exceptions.RayTaskError as exc:
-                    cause = exc.cause if isinstance(exc.cause, BaseException) else exc
-                    fail(job, cause)
-                    continue
-                except ray.exceptions.RayActorError as exc:
-                    # Restarts exhausted: replace the actor and retry the unit elsewhere.
-                    report.actor_replacements += 1
-                    if report.actor_replacements > 2 * count + params.max_actor_restarts:
-                        fail(job, WorkerDied(f"scoring actors keep dying ({exc}); giving up on this slide."))
-                        continue
-                    log.warning("actor %d died for good (%s); starting a replacement", index, type(exc).__name__)
-                    actors[index] = spawn(spawned)
-                    spawned += 1
-                    job.retries += 1
-                    report.unit_retries += 1
-                    queue.appendleft((job, unit))
-                    continue
-                if job.failed:
-                    continue
-                record_unit_done(job.partial_path, unit.key)
-                job.units_done += 1
-                job.tiles_done += stats.tiles
-                job.read_seconds += stats.read_seconds
-                job.model_seconds += stats.model_seconds
-                report.tiles += stats.tiles
-                report.scoring_seconds = time.perf_counter() - (first_dispatch or time.perf_counter())
-                bar.update(stats.tiles)
-                if on_unit_done is not None:
-                    on_unit_done(stats, actors)
-                commit_if_done(job)
-
-        for actor in actors:
-            try:
-                report.actors.append(ray.get(actor.stats.remote(), timeout=60))
-            except ray.exceptions.RayError:
-                report.actors.append({"dead": True})
-            ray.kill(actor)
-        for job in jobs:
-            if job.failed:
+                    record_unit_done(job.partial_path, unit.key)
+                    job.units_done += 1
+                    job.tiles_done += stats.tiles
+                    job.read_seconds += stats.read_seconds
+                    job.model_seconds += stats.model_seconds
+                    report.tiles += stats.tiles
+                    now = time.perf_counter()
+                    if report.first_tile_s is None:
+                        report.first_tile_s = now - started
+                    report.scoring_seconds = now - (first_dispatch or now)
+                    bar.update(stats.tiles)
+                    if on_unit_done is not None:
+                        on_unit_done(stats, pool.actors)
+                    commit_if_done(job)
+        finally:
+            report.actors = pool.shutdown()
+            report.actors_joined_late = pool.joined_late
+            withdraw_demand()
+            for job in failed_jobs:
                 shutil.rmtree(job.partial_path, ignore_errors=True)
 
     report.seconds = time.perf_counter() - started

@@ -36,8 +36,27 @@ class InferParams(BaseModel):
     reader_threads: int = Field(2, ge=1, le=32, description="Concurrent unit reads per actor, overlapping the model.")
     gpus_per_actor: float = Field(1.0, gt=0, le=8, description="GPU share per actor (0.5 packs two per GPU).")
     cpus_per_actor: float = Field(1.0, gt=0, description="CPUs reserved per actor.")
-    max_actors: int | None = Field(None, ge=1, description="Cap on actors (default: one per GPU, or per CPU without GPUs).")
-    use_gpus: bool = Field(True, description="Use GPU actors when the cluster has GPUs.")
+    max_actors: int | None = Field(
+        None, ge=1,
+        description="Actors wanted (asked of the autoscaler). Default: one per GPU the cluster has or its node "
+                    "types can add, up to autoscale_max_actors; on CPUs one per cpus_per_actor the cluster has.",
+    )
+    min_actors: int | None = Field(
+        None, ge=1,
+        description="Placed actors to wait for before scoring starts (at most the actors wanted). Default: all "
+                    "of them on a fixed cluster (they fit now), 1 with an autoscaler (the rest join as nodes boot).",
+    )
+    device: Literal["auto", "gpu", "cpu"] = Field(
+        "auto",
+        description="auto: GPU actors when the cluster has GPUs or its autoscaler can add them, CPUs only when it "
+                    "can never have one; gpu: GPU actors or a clear error, never a CPU fallback; cpu: CPU actors.",
+    )
+    autoscale_max_actors: int = Field(
+        8, ge=1, description="Cap on GPU actors asked of an autoscaler whose node types' GPU count Ray does not report.",
+    )
+    autoscaler_probe_s: float = Field(
+        30.0, gt=0, description="device auto: how long to watch the autoscaler answer a GPU demand before deciding.",
+    )
     tta: TTAMode = Field("none", description="Test-time augmentation: none, flips or dihedral (8 transforms).")
     fusion: FusionConfig | None = Field(None, description="Two-magnification fusion, off by default.")
     mixed_precision: bool = Field(True, description="bfloat16/float16 autocast on CUDA (no effect on CPU).")
@@ -51,7 +70,11 @@ class InferParams(BaseModel):
     feature_dtype: Literal["float16", "float32"] = Field(
         "float16", description="dtype of the embeddings an embedding_extractor writes to features/."
     )
-    actor_start_timeout_s: float = Field(600.0, gt=0, description="How long to wait for all actors to be placed.")
+    actor_start_timeout_s: float = Field(
+        600.0, gt=0,
+        description="How long to wait for the first scoring actor to be placed (scale-up); later ones join the "
+                    "pool while the run goes on. Expiry is a PlacementTimeout naming what was missing.",
+    )
 
     def output_hash(self) -> str:
         """Hash of the fields that change the scores (not scheduling or placement)."""

@@ -37,6 +37,7 @@ class IngestReport:
     failures: list[FailureRecord] = field(default_factory=list)
     known_failures: dict[str, str] = field(default_factory=dict)
     """slide_id -> error of its last attempt, made on the same inputs: not retried."""
+    node_loss_resubmits: int = 0
 
     @property
     def converted(self) -> list[IngestResult]:
@@ -65,18 +66,27 @@ def _convert_or_fail(entry: SlideEntry, layout: FleetLayout, params: IngestParam
         return FailureRecord.from_exception("ingest", entry.slide_id, exc, source_path=str(entry.path))
 
 
-_convert_task = ray.remote(num_cpus=1, max_retries=1)(_convert_or_fail)
+# SPREAD: slides go to every node's CPUs, not first to the head's. One automatic retry covers a
+# worker crash; a node lost mid-task (spot reclaim) is resubmitted by the driver on top of that.
+_convert_task = ray.remote(num_cpus=1, max_retries=1, scheduling_strategy="SPREAD")(_convert_or_fail)
+NODE_LOSS_RESUBMITS = 3
+
+
+def _dead_nodes() -> set[str]:
+    return {n["NodeID"] for n in ray.nodes() if not n.get("Alive")}
 
 
 def cpus_per_slide(params: IngestParams, n_slides: int) -> int:
     """CPUs (and reader threads) each slide's task gets: the configured number, or the cluster's
     CPUs shared among the slides, never more than are free now (a task asking for more CPUs than
-    other actors leave would wait forever)."""
+    other actors leave, or than one node has, would wait forever)."""
     if params.cpus_per_slide is not None:
         return params.cpus_per_slide
     total = int(ray.cluster_resources().get("CPU", 1))
     free = int(ray.available_resources().get("CPU", 0))
-    return max(1, min(total // max(1, n_slides), free))
+    # A task runs on one node: on a cluster, never ask for more CPUs than its largest node has.
+    largest = max((int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")), default=1)
+    return max(1, min(total // max(1, n_slides), free, largest))
 
 
 def failure_key(entry: SlideEntry, params: IngestParams, cache: HashCache | None = None) -> dict[str, object]:
@@ -136,15 +146,24 @@ def ingest(
         cpus = cpus_per_slide(params, len(entries))
         task = _convert_task.options(num_cpus=cpus)
         task_params = params.model_copy(update={"cpus_per_slide": cpus})
-        pending = {task.remote(e, layout, task_params): e for e in entries}
+        dead = _dead_nodes()
+        pending = {task.remote(e, layout, task_params): (e, dead, 0) for e in entries}
         with tqdm(total=len(entries), desc="ingest", unit="slide", disable=not progress) as bar:
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)
-                entry = pending.pop(done[0])
+                entry, dead_before, resubmits = pending.pop(done[0])
                 try:
                     outcome = ray.get(done[0])
                 except (ray.exceptions.RayTaskError, ray.exceptions.WorkerCrashedError,
                         ray.exceptions.RayError) as exc:
+                    dead_now = _dead_nodes()
+                    if not isinstance(exc, ray.exceptions.RayTaskError) and dead_now - dead_before \
+                            and resubmits < NODE_LOSS_RESUBMITS:
+                        # A node died while this slide was converting: its work, not the slide, is lost.
+                        log.warning("a node was lost while converting %s; converting it again", entry.slide_id)
+                        report.node_loss_resubmits += 1
+                        pending[task.remote(entry, layout, task_params)] = (entry, dead_now, resubmits + 1)
+                        continue
                     outcome = FailureRecord.from_exception(
                         "ingest", entry.slide_id,
                         WorkerDied(f"the worker converting this slide died ({type(exc).__name__}); "

@@ -152,7 +152,10 @@ def record_infer(record: RunRecord, ref: str, model_id: str, inferred: Any, seco
     record.stage(f"infer:{ref}", seconds=seconds, tiles=inferred.tiles,
                  tiles_per_s=inferred.tiles_per_second, steady_tiles_per_s=inferred.steady_tiles_per_second,
                  scored=len(inferred.scored), skipped=len(inferred.skipped), failed=len(inferred.failures),
-                 not_retried=len(inferred.known_failures), actors=inferred.actors, model_id=model_id)
+                 not_retried=len(inferred.known_failures), actors=inferred.actors, model_id=model_id,
+                 device=inferred.device, actors_wanted=inferred.actors_wanted,
+                 actors_joined_late=inferred.actors_joined_late, scale_up_wait_s=inferred.scale_up_wait_s,
+                 first_tile_s=inferred.first_tile_s)
     for scored in inferred.scored:
         io_and_compute = scored["read_seconds"] + scored["model_seconds"]
         record.slide(scored["slide_id"], f"infer:{ref}", seconds=scored["seconds"],

@@ -1,7 +1,8 @@
 """``render_views``: every slide's pictures and GeoJSON, then the cohort report, for one model.
 
-Slides are drawn concurrently in threads (the work is reading small levels and numpy); a slide
-that fails becomes a ``views`` row of the failures table and the others go on.
+Slides are drawn concurrently: as Ray tasks spread over the cluster's nodes when Ray is up (a
+cohort run), else in threads here (the work is reading small levels and numpy); a slide that
+fails becomes a ``views`` row of the failures table and the others go on.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import io
 import logging
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -216,13 +217,12 @@ def render_views(
             )
 
     if ids:
-        with ThreadPoolExecutor(max_workers=min(params.workers, len(ids))) as pool:
-            for outcome in pool.map(one, ids):
-                if isinstance(outcome, FailureRecord):
-                    result.failures.append(outcome)
-                else:
-                    result.slides.append(outcome)
-                    _check_against_post(outcome, post)
+        for outcome in _dispatch(one, ids, params.workers):
+            if isinstance(outcome, FailureRecord):
+                result.failures.append(outcome)
+            else:
+                result.slides.append(outcome)
+                _check_against_post(outcome, post)
     galleries = render_galleries(
         layout.root,
         resolved.ref,
@@ -263,6 +263,29 @@ def render_views(
             result.write_errors.append(message)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _dispatch(
+    draw: Callable[[str], SlideViews | FailureRecord], ids: Sequence[str], workers: int
+) -> Iterator[SlideViews | FailureRecord]:
+    """Each slide as a Ray task spread over the cluster's nodes when Ray is up (a cohort run),
+    else in ``workers`` threads here; outcomes in the order of ``ids``.
+
+    A slide whose task is lost (its node died, twice) becomes that slide's failure.
+    """
+    import ray
+
+    if not ray.is_initialized():
+        with ThreadPoolExecutor(max_workers=min(workers, len(ids))) as pool:
+            yield from pool.map(draw, ids)
+        return
+    task = ray.remote(num_cpus=1, max_retries=2, scheduling_strategy="SPREAD")(draw)
+    refs = [task.remote(slide_id) for slide_id in ids]
+    for slide_id, ref in zip(ids, refs, strict=True):
+        try:
+            yield ray.get(ref)
+        except ray.exceptions.RayError as exc:
+            yield FailureRecord.from_exception("views", slide_id, exc)
 
 
 def _check_against_post(views: SlideViews, post: PostResults) -> None:
