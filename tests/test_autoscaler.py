@@ -51,7 +51,7 @@ def test_run_scales_up_gpu_nodes_and_scores_only_on_them(tmp_path: Path, ray_ses
     register(root, Darkness(), darkness_card("darkness"))
     config = tmp_path / "job.json"
     config.write_text(json.dumps({"views": False, "post": {"fallback_threshold": 0.5}, "infer": infer_section}))
-    with fake_cluster(head_cpus=1, gpu_nodes=2) as cluster:
+    with fake_cluster(head_cpus=2, gpu_nodes=2) as cluster:  # ingest fits the head: no GPU before infer
         run = subprocess.run(
             [str(SLIDEFLEET), "run", str(manifest), "--model", "darkness", "--root", str(root),
              "--config", str(config), "--address", cluster.address, "--quiet"],

@@ -352,7 +352,6 @@ def infer(
         report.actors_wanted = demand.count
         log.info("scoring on %s: %s; %d actors of %s wanted", choice.device, choice.reason, demand.count,
                  demand.describe())
-        request_demand(demand.bundle, demand.count)
         actor_cls = ray.remote(ScoringActor)
 
         def spawn(index: int) -> Any:
@@ -366,7 +365,12 @@ def infer(
             ).remote(str(registered.path), registered.card.model_dump_json(), registered.model_id,
                      params.model_dump_json())
 
-        pool = ActorPool(spawn, demand)
+        request_demand(demand.bundle, demand.count)
+        try:
+            pool = ActorPool(spawn, demand)
+        except BaseException:
+            withdraw_demand()
+            raise
         in_flight: dict[Any, tuple[int, Any, SlideJob, WorkUnit]] = {}
         window = demand.count * params.in_flight_per_actor * 2
         first_dispatch: float | None = None
