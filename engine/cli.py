@@ -147,6 +147,7 @@ def _job_overrides(args: argparse.Namespace) -> dict[str, object]:
         "views": False if getattr(args, "no_views", False) else None,
         "strict": True if getattr(args, "strict", False) else None,
         "retry_failed": True if getattr(args, "retry_failed", False) else None,
+        "stream": False if getattr(args, "no_stream", False) else None,
         "infer": {"device": args.device} if getattr(args, "device", None) else None,
     }
 
@@ -419,7 +420,8 @@ def _cmd_tiles(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from engine.bench import run_benchmark
 
-    return run_benchmark(args.stage, Path(args.workdir) if args.workdir else None, quick=args.quick)
+    return run_benchmark(args.stage, Path(args.workdir) if args.workdir else None, quick=args.quick,
+                         slides=args.slides)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -510,6 +512,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--strict", action="store_true", help="exit 1 if any slide failed any stage")
     run.add_argument("--retry-failed", action="store_true",
                      help="retry slides whose last attempt failed on the same inputs (default: skip them)")
+    run.add_argument("--no-stream", action="store_true",
+                     help="run each stage over the whole cohort before the next (default: stages overlap)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(handler=_cmd_run)
 
@@ -601,9 +605,11 @@ def build_parser() -> argparse.ArgumentParser:
     tiles.set_defaults(handler=_cmd_tiles)
 
     bench = commands.add_parser("bench", help="measure a stage against its floor (prints ratios)")
-    bench.add_argument("stage", choices=["ingest", "infer", "post", "qc", "storage", "cluster"],
+    bench.add_argument("stage", choices=["ingest", "infer", "post", "qc", "storage", "cluster", "cohort"],
                        help="stage to benchmark (storage: the compact JPEG mode vs lossless; cluster: "
-                       "fake autoscaler scale-up and driver memory)")
+                       "fake autoscaler scale-up and driver memory; cohort: a whole run, streamed vs staged)")
+    bench.add_argument("--slides", type=int, nargs="+", default=None,
+                       help="cohort: slide counts to run (default 10 100; --quick 10)")
     bench.add_argument("--workdir", default=None, help="where to write generated slides (default: a temp dir)")
     bench.add_argument("--quick", action="store_true", help="smaller slides (a smoke run)")
     bench.set_defaults(handler=_cmd_bench)

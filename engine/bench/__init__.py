@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 
-def run_benchmark(stage: str, workdir: Path | None, *, quick: bool = False) -> int:
+def run_benchmark(
+    stage: str, workdir: Path | None, *, quick: bool = False, slides: Sequence[int] | None = None
+) -> int:
+    if stage == "cohort":
+        from engine.bench.cohort_bench import bench_cohort
+
+        return bench_cohort(workdir, slides=slides or ((10,) if quick else (10, 100)), quick=quick)
     if stage == "ingest":
         from engine.bench.ingest_bench import bench_ingest
 

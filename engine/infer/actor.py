@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 import resource
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,7 +67,10 @@ class ScoringActor:
         if use_cuda and self.params.channels_last:
             self.module = self.module.to(memory_format=torch.channels_last)
         self.adapter = adapter_for(self.card)
-        self._model_lock = threading.Lock()
+        # Every forward pass runs on this one thread. A threaded actor's reader threads would each
+        # get their own malloc arena for the activations otherwise: measured on a ResNet-18 at
+        # batch 32 on CPU, three calling threads held 1,020 MiB peak / 713 MiB after, one 604 / 432.
+        self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         self._stores: dict[str, SlideStore] = {}
         self._outputs: dict[str, zarr.Array] = {}
         self._busy_seconds = 0.0
@@ -157,15 +160,17 @@ class ScoringActor:
         return up[..., offset : offset + k, offset : offset + k]
 
     def _forward_locked(self, tiles: np.ndarray) -> tuple[torch.Tensor, float]:
-        """Scores and the seconds the model was held; only one thread runs the model at a time."""
-        with self._model_lock:
-            started = time.perf_counter()
-            try:
-                return self._forward(tiles), time.perf_counter() - started
-            finally:
-                ended = time.perf_counter()
-                self._busy_seconds += ended - started
-                self._last_end = ended
+        """Scores and the seconds the model was held; only the model thread runs the model."""
+        return self._model_thread.submit(self._timed_forward, tiles).result()
+
+    def _timed_forward(self, tiles: np.ndarray) -> tuple[torch.Tensor, float]:
+        started = time.perf_counter()
+        try:
+            return self._forward(tiles), time.perf_counter() - started
+        finally:
+            ended = time.perf_counter()
+            self._busy_seconds += ended - started
+            self._last_end = ended
 
     def score_unit(self, job: UnitJob) -> UnitStats:
         started = time.perf_counter()

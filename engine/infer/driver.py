@@ -34,6 +34,7 @@ from engine.features.commit import commit_features
 from engine.features.store import features_key, open_or_create_feature_partial
 from engine.infer.actor import ScoringActor, UnitJob, UnitStats
 from engine.infer.coverage import check_materialised
+from engine.infer.feed import SlideFeed
 from engine.infer.params import InferParams
 from engine.infer.placement import (
     actor_demand,
@@ -110,6 +111,7 @@ class InferReport:
     actors_joined_late: int = 0  # placed after scoring began (late GPU nodes)
     scale_up_wait_s: float | None = None  # actors created -> first one placed
     first_tile_s: float | None = None  # infer called -> first unit scored
+    first_commit_s: float | None = None  # infer called -> first prediction committed
 
     @property
     def tiles_per_second(self) -> float:
@@ -208,6 +210,8 @@ def infer(
     run_id: str | None = None,
     on_unit_done: Callable[[UnitStats, list[Any]], None] | None = None,
     retry_failed: bool = True,
+    feed: SlideFeed | None = None,
+    on_slide: Callable[[str, str], None] | None = None,
 ) -> InferReport:
     """Score every ingested slide (or ``slide_ids``) with ``model`` (``name[:version]``).
 
@@ -222,6 +226,11 @@ def infer(
     holds only the slides being scored, never the cohort's tiles. GPU or CPU actors follow
     ``params.device`` (:func:`engine.infer.placement.choose_device`); the wanted actors are asked of
     the autoscaler and join the pool as they are placed.
+
+    Streaming: with ``feed`` the slides come from it as ingest commits them (``slide_ids`` is
+    ignored); the actors start at once and stay up until the feed is closed and drained.
+    ``on_slide(slide_id, outcome)`` is told each slide's outcome as it happens: ``committed``,
+    ``skipped`` (already complete), ``not_retried`` or ``failed``.
     """
     params = params or InferParams()
     layout = FleetLayout(Path(root))
@@ -230,10 +239,14 @@ def infer(
     started = time.perf_counter()
     channel_names = list(registered.card.class_names)
     extractor = registered.card.is_extractor  # writes features/<model_id>/, not a score map
-    paths = deque(_list_slide_stores(layout, slide_ids))
+    paths = deque([] if feed is not None else _list_slide_stores(layout, slide_ids))
     queue: deque[tuple[SlideJob, WorkUnit]] = deque()
     record_committed_predictions(layout, registered.model_id, run_id=report.run_id)
     failed_jobs: list[SlideJob] = []
+
+    def tell(slide_id: str, outcome: str) -> None:
+        if on_slide is not None:
+            on_slide(slide_id, outcome)
 
     def commit_if_done(job: SlideJob) -> None:
         if job.failed or job.units_done < job.units_total:
@@ -277,9 +290,11 @@ def infer(
 
     def committed(job: SlideJob, result: dict[str, Any]) -> None:
         report.scored.append(result)
+        report.first_commit_s = report.first_commit_s or time.perf_counter() - started
         write_table_part(layout.tables_dir, "inferred", [_inferred_row(result)],
                          partition={"model_id": registered.model_id}, run_id=report.run_id)
         clear_failure(failure_marker(layout.root, "infer", job.slide_id, registered.model_id))
+        tell(job.slide_id, "committed")
 
     def fail(job: SlideJob, error: BaseException) -> None:
         if not job.failed:
@@ -289,6 +304,7 @@ def infer(
                 "infer", job.slide_id, error, model_id=registered.model_id, source_path=str(job.store.path)))
             record_failure(failure_marker(layout.root, "infer", job.slide_id, registered.model_id), job.key,
                            error_type=type(error).__name__, message=str(error), run_id=report.run_id)
+            tell(job.slide_id, "failed")
 
     def plan_next() -> int:
         """Plan the next slide; queue its units not done yet; return how many were queued."""
@@ -305,11 +321,13 @@ def infer(
                 key = prediction_key(store, registered, params)
             if is_complete(final_path, key):
                 report.skipped.append(store.slide_id)
+                tell(store.slide_id, "skipped")
                 return 0
             marker = failure_marker(layout.root, "infer", store.slide_id, registered.model_id)
             known = None if retry_failed else failed_before(marker, key)
             if known is not None:
                 report.known_failures[store.slide_id] = f"{known['error_type']}: {known['message']}"
+                tell(store.slide_id, "not_retried")
                 return 0
             geometry, units = _plan_slide(store, registered, params)
             if not units:
@@ -320,6 +338,7 @@ def infer(
                 partial, done = open_or_create_partial(final_path, key, geometry, channel_names)
         except StoreIncomplete as exc:
             report.failures.append(FailureRecord.from_exception("infer", slide_id, exc, model_id=registered.model_id))
+            tell(slide_id, "failed")
             return 0
         except SlideFleetError as exc:
             report.failures.append(FailureRecord.from_exception("infer", slide_id, exc, model_id=registered.model_id,
@@ -327,6 +346,7 @@ def infer(
             if key is not None:
                 record_failure(failure_marker(layout.root, "infer", slide_id, registered.model_id), key,
                                error_type=type(exc).__name__, message=str(exc), run_id=report.run_id)
+            tell(slide_id, "failed")
             return 0
         job = SlideJob(store, final_path, partial, key, geometry, len(units), sum(u.n_tiles for u in units),
                        unit_keys=[u.key for u in units])
@@ -344,11 +364,15 @@ def infer(
     while paths and not queue:  # find the first slide with work before starting Ray
         plan_next()
 
-    if queue:
+    def feed_open() -> bool:
+        return feed is not None and not feed.exhausted
+
+    if queue or feed is not None:
         ensure_ray(address)
         choice = choose_device(params)
         report.device = choice.as_record()
-        demand = actor_demand(choice, params, work_units=len(queue) + len(paths))
+        # Streaming: the cohort's size is not known yet, so the cluster (and max_actors) decide.
+        demand = actor_demand(choice, params, work_units=len(queue) + len(paths) if feed is None else 1 << 30)
         report.actors_wanted = demand.count
         log.info("scoring on %s: %s; %d actors of %s wanted", choice.device, choice.reason, demand.count,
                  demand.describe())
@@ -380,7 +404,11 @@ def infer(
             report.scale_up_wait_s = pool.first_ready_s
             pool.dispatching = True
             with tqdm(desc=f"infer {registered.ref}", unit="tile", disable=not progress) as bar:
-                while queue or in_flight or paths:
+                last_progress = time.perf_counter()
+                while queue or in_flight or paths or feed_open():
+                    if feed is not None and len(paths) + len(queue) < window:
+                        # Streaming: take the stores committed since; wait for one when idle.
+                        paths.extend(feed.drain(block=not queue and not in_flight and not paths))
                     while paths and len(queue) < window:
                         plan_next()
                     while queue and (index := pool.pick(params.in_flight_per_actor)) is not None:
@@ -401,12 +429,15 @@ def infer(
                             pool.wait_for(1, params.actor_start_timeout_s)
                         continue
                     done, _ = ray.wait([*in_flight, *pool.placing], num_returns=1,
-                                       timeout=params.actor_start_timeout_s)
+                                       timeout=params.actor_start_timeout_s if feed is None else 0.5)
+                    if not done and time.perf_counter() - last_progress < params.actor_start_timeout_s:
+                        continue  # streaming: look at the feed again
                     if not done:  # e.g. actors restarting after a node loss with nowhere to go
                         raise PlacementTimeout(
                             f"no work unit finished within {params.actor_start_timeout_s:g} s; "
                             + missing_resources(demand, pool.n_ready, time.perf_counter() - pool.started))
                     ref = done[0]
+                    last_progress = time.perf_counter()
                     if pool.is_placement(ref):
                         pool.on_placed(ref)
                         continue

@@ -6,7 +6,7 @@ import dataclasses
 import logging
 import resource
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,6 +116,9 @@ def ingest(
     progress: bool = True,
     run_id: str | None = None,
     retry_failed: bool = True,
+    first_split: str | None = None,
+    max_in_flight: int | None = None,
+    on_slide: Callable[[str, str], None] | None = None,
 ) -> IngestReport:
     """Convert every slide of ``manifest`` into ``root/slides/<slide_id>.ome.zarr``.
 
@@ -123,6 +126,11 @@ def ingest(
     skipped. Each failing slide becomes a row of ``root/tables/failures``; the others complete.
     A failure also leaves a marker with the slide's input key; with ``retry_failed=False`` a
     slide whose last attempt failed on the same inputs is not tried again (``known_failures``).
+
+    For streaming runs: slides of ``first_split`` are submitted first (calibration slides, so
+    post can fit early); at most ``max_in_flight`` conversions are queued on Ray at a time; and
+    ``on_slide(slide_id, outcome)`` is told each outcome as it lands (``converted``,
+    ``skipped``, ``failed``, ``not_retried``); it may block (backpressure from the next stage).
     """
     params = params or IngestParams()
     layout = FleetLayout(Path(root))
@@ -137,6 +145,11 @@ def ingest(
             if known is not None:
                 report.known_failures[entry.slide_id] = f"{known['error_type']}: {known['message']}"
         entries = [e for e in entries if e.slide_id not in report.known_failures]
+    if first_split is not None:
+        entries.sort(key=lambda e: e.split != first_split)  # stable: manifest order otherwise
+    if on_slide is not None:
+        for slide_id in report.known_failures:
+            on_slide(slide_id, "not_retried")
     layout.slides_dir.mkdir(parents=True, exist_ok=True)
     for stale in remove_stale_temporaries(layout.slides_dir):
         log.warning("removed %s left half-written by an interrupted run", stale.name)
@@ -147,9 +160,14 @@ def ingest(
         task = _convert_task.options(num_cpus=cpus)
         task_params = params.model_copy(update={"cpus_per_slide": cpus})
         dead = _dead_nodes()
-        pending = {task.remote(e, layout, task_params): (e, dead, 0) for e in entries}
+        waiting = list(reversed(entries))
+        limit = max_in_flight or len(entries)
+        pending: dict[ray.ObjectRef, tuple[SlideEntry, set[str], int]] = {}
         with tqdm(total=len(entries), desc="ingest", unit="slide", disable=not progress) as bar:
-            while pending:
+            while pending or waiting:
+                while waiting and len(pending) < limit:
+                    entry = waiting.pop()
+                    pending[task.remote(entry, layout, task_params)] = (entry, dead if not pending else _dead_nodes(), 0)
                 done, _ = ray.wait(list(pending), num_returns=1)
                 entry, dead_before, resubmits = pending.pop(done[0])
                 try:
@@ -187,6 +205,10 @@ def ingest(
                         )
                 bar.set_postfix(failed=len(report.failures))
                 bar.update()
+                if on_slide is not None:
+                    state = "failed" if isinstance(outcome, FailureRecord) else (
+                        "skipped" if outcome.skipped else "converted")
+                    on_slide(entry.slide_id, state)
 
     # One current row per slide: a conversion replaces the slide's row; a reused store keeps
     # the row of the conversion that made it (written here only if that row is missing).

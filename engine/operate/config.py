@@ -41,6 +41,14 @@ class JobConfig(BaseModel):
         description="Retry slides whose last attempt failed on the same inputs (same content hash, "
         "parameters and model). Off: such slides are skipped until the slide or a parameter changes.",
     )
+    stream: bool = Field(
+        True,
+        description="Overlap the stages: a slide is scored as soon as its store commits and post-processed as "
+        "soon as the threshold is fitted (calibration slides go first) and its prediction commits. False: "
+        "each stage runs over the whole cohort before the next.",
+    )
+    stream_queue: int = Field(4, ge=1, le=1024, description="Committed slide stores that may wait for each "
+                              "model's scoring actors before ingest pauses (backpressure).")
     ingest: IngestParams = Field(default_factory=IngestParams)
     qc: QcParams = Field(default_factory=QcParams)
     infer: InferParams = Field(default_factory=InferParams)

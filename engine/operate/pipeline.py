@@ -321,7 +321,12 @@ def score_cohort(
     for stale in sweep_stale_files(stale_file_dirs(layout)):
         log.warning("removed %s left by an interrupted or failed write", stale)
     try:
-        model_ids, failures = run_stages(job, run_id=run_id, record=record, progress=progress)
+        if job.stream and not (job.qc.enabled and job.qc.exclude):  # a QC gate needs the whole cohort first
+            from engine.operate.stream import run_streaming
+
+            model_ids, failures = run_streaming(job, run_id=run_id, record=record, progress=progress)
+        else:
+            model_ids, failures = run_stages(job, run_id=run_id, record=record, progress=progress)
     except OutputWriteError as exc:
         write_run_record_after(record, layout, exc)
         raise
