@@ -66,7 +66,7 @@ def test_cpu_actors_when_gpus_are_not_used(fleet: Path) -> None:
 
 def test_device_auto_without_enough_gpus_or_an_autoscaler_is_cpu_and_says_why(fleet: Path) -> None:
     # 2 logical GPUs, actors needing 4 each, no autoscaler: CPUs, and the reason is recorded.
-    params = InferParams(gpus_per_actor=4, tta="flips", tissue_samples_per_side=3, max_actors=1)
+    params = InferParams(gpus_per_actor=4, tta="flips", max_actors=1)
     report = infer(fleet, "darkness", progress=False, params=params)
     assert report.device["device"] == "cpu" and report.device["requested"] == "auto"
     assert "no autoscaler" in report.device["reason"]
@@ -76,8 +76,8 @@ def test_device_auto_without_enough_gpus_or_an_autoscaler_is_cpu_and_says_why(fl
 def test_device_gpu_never_falls_back_and_times_out_naming_what_is_missing(fleet: Path) -> None:
     from engine.errors import PlacementTimeout
 
-    params = InferParams(device="gpu", gpus_per_actor=4, actor_start_timeout_s=2, tta="flips",
-                         tissue_samples_per_side=2)
+    # mpp_tolerance differs from the test above only so that this prediction is not already complete.
+    params = InferParams(device="gpu", gpus_per_actor=4, actor_start_timeout_s=2, tta="flips", mpp_tolerance=0.031)
     with pytest.raises(PlacementTimeout, match=r"0 of 1 scoring actors placed .* needs 1 CPU \+ 4 GPU"):
         infer(fleet, "darkness", progress=False, params=params, slide_ids=["synth_000"])
 

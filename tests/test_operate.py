@@ -115,6 +115,6 @@ def test_every_run_flag_has_a_config_field() -> None:
     flags = {a.dest for a in run._actions if a.dest not in {"help", "config", "quiet"}}  # noqa: SLF001
     mapped = {"manifest": "manifest", "model": "models", "root": "root", "address": "address",
               "dask_address": "dask_address", "demo_models": "demo_models", "no_views": "views", "strict": "strict",
-              "retry_failed": "retry_failed"}
+              "retry_failed": "retry_failed", "no_stream": "stream", "device": "infer"}
     assert flags == set(mapped)
     assert set(mapped.values()) <= set(JobConfig.model_fields)

@@ -212,6 +212,7 @@ def infer(
     retry_failed: bool = True,
     feed: SlideFeed | None = None,
     on_slide: Callable[[str, str], None] | None = None,
+    cpu_share: tuple[int, float] | None = None,
 ) -> InferReport:
     """Score every ingested slide (or ``slide_ids``) with ``model`` (``name[:version]``).
 
@@ -230,7 +231,10 @@ def infer(
     Streaming: with ``feed`` the slides come from it as ingest commits them (``slide_ids`` is
     ignored); the actors start at once and stay up until the feed is closed and drained.
     ``on_slide(slide_id, outcome)`` is told each slide's outcome as it happens: ``committed``,
-    ``skipped`` (already complete), ``not_retried`` or ``failed``.
+    ``skipped`` (already complete), ``not_retried`` or ``failed``. ``cpu_share`` (at most this
+    many actors of that many CPUs each) caps CPU actors, and GPU actors on a single-node Ray, so
+    a streaming run leaves CPUs to ingest; GPU actors on a cluster's GPU nodes (or asked of the
+    autoscaler) are not capped by it.
     """
     params = params or InferParams()
     layout = FleetLayout(Path(root))
@@ -371,6 +375,14 @@ def infer(
         ensure_ray(address)
         choice = choose_device(params)
         report.device = choice.as_record()
+        # The share binds CPU actors, and GPU actors too when they sit on the one node ingest
+        # uses (a local Ray with GPUs); on a cluster GPU actors live on their own nodes.
+        single_node = choice.autoscaler is None and sum(1 for n in ray.nodes() if n.get("Alive")) == 1
+        if cpu_share is not None and (choice.device == "cpu" or single_node):
+            share_actors, share_cpus = cpu_share
+            params = params.model_copy(update={
+                "max_actors": share_actors if params.max_actors is None else min(share_actors, params.max_actors),
+                "cpus_per_actor": share_cpus})
         # Streaming: the cohort's size is not known yet, so the cluster (and max_actors) decide.
         demand = actor_demand(choice, params, work_units=len(queue) + len(paths) if feed is None else 1 << 30)
         report.actors_wanted = demand.count

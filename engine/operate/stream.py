@@ -16,8 +16,8 @@ slide ingested before the first is scored: such a job runs stage after stage
 A slide that fails anywhere is told downstream as ``gone`` and the stream goes on without it.
 Backpressure: ingest blocks while a model's feed holds ``stream_queue`` stores, so memory and
 disk in flight stay flat whatever the cohort size. CPUs are split so ingest tasks and scoring
-actors never starve each other: ingest gets half the cluster's CPUs (at least one), the actors
-of all models share the rest.
+actors never starve each other: ingest gets half the cluster's CPUs (at least one), CPU actors of
+all models share the rest; GPU actors (GPU nodes, or nodes the autoscaler adds) are not capped.
 """
 
 from __future__ import annotations
@@ -102,7 +102,8 @@ def run_streaming(
                                                                config.infer.cpus_per_actor)
     max_actors = actors_per_model if config.infer.max_actors is None else min(actors_per_model,
                                                                               config.infer.max_actors)
-    infer_params = config.infer.model_copy(update={"max_actors": max_actors, "cpus_per_actor": cpus_per_actor})
+    # CPU actors share the CPUs ingest does not use; GPU actors live on GPU nodes and are not capped.
+    cpu_share = (max_actors, cpus_per_actor)
     record.stage("stream", ingest_tasks=ingest_cpus, actors_per_model=max_actors, cpus_per_actor=cpus_per_actor,
                  queue=config.stream_queue, cluster_cpus=total_cpus)
 
@@ -126,9 +127,9 @@ def run_streaming(
 
         started = time.perf_counter()
         try:
-            stream.report = infer(root, stream.ref, params=infer_params, address=config.address, progress=False,
+            stream.report = infer(root, stream.ref, params=config.infer, address=config.address, progress=False,
                                   run_id=run_id, retry_failed=config.retry_failed, feed=stream.feed,
-                                  on_slide=on_slide)
+                                  on_slide=on_slide, cpu_share=cpu_share)
             record_infer(record, stream.ref, stream.model_id, stream.report, time.perf_counter() - started)
         except BaseException as exc:  # noqa: BLE001 - re-raised by the main thread
             stream.error = exc
