@@ -76,6 +76,17 @@ def _dead_nodes() -> set[str]:
     return {n["NodeID"] for n in ray.nodes() if not n.get("Alive")}
 
 
+def _dead_nodes_after(dead_before: set[str], wait_s: float = 15.0) -> set[str]:
+    """Dead nodes, waiting up to ``wait_s`` for a new one: a task's worker can be reported lost
+    before the GCS marks its node dead (its heartbeats time out a few seconds later)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        dead = _dead_nodes()
+        if dead - dead_before or time.monotonic() >= deadline:
+            return dead
+        time.sleep(0.5)
+
+
 def cpus_per_slide(params: IngestParams, n_slides: int) -> int:
     """CPUs (and reader threads) each slide's task gets: the configured number, or the cluster's
     CPUs shared among the slides, never more than are free now (a task asking for more CPUs than
@@ -174,7 +185,8 @@ def ingest(
                     outcome = ray.get(done[0])
                 except (ray.exceptions.RayTaskError, ray.exceptions.WorkerCrashedError,
                         ray.exceptions.RayError) as exc:
-                    dead_now = _dead_nodes()
+                    dead_now = _dead_nodes_after(dead_before) if not isinstance(
+                        exc, ray.exceptions.RayTaskError) else _dead_nodes()
                     if not isinstance(exc, ray.exceptions.RayTaskError) and dead_now - dead_before \
                             and resubmits < NODE_LOSS_RESUBMITS:
                         # A node died while this slide was converting: its work, not the slide, is lost.
