@@ -112,10 +112,15 @@ class ActorPool:
     def shutdown(self) -> list[dict[str, Any]]:
         """Stats of every placed actor; then every actor, placed or pending, is killed."""
         stats: list[dict[str, Any]] = []
+        alive = {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
         for index, actor in enumerate(self.actors):
             if self.ready[index]:
                 try:
-                    stats.append(ray.get(actor.stats.remote(), timeout=60))
+                    record = ray.get(actor.stats.remote(), timeout=60)
+                    # A worker of a node just lost can still answer for a moment: it is dead.
+                    if record.get("node_id") and record["node_id"] not in alive:
+                        record = {**record, "dead": True}
+                    stats.append(record)
                 except ray.exceptions.RayError:
                     stats.append({**(self.placements[index] or {}), "dead": True})
             with contextlib.suppress(Exception):  # already gone
