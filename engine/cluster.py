@@ -23,7 +23,10 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None, num_g
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
         return
     log.info("starting a local Ray (num_cpus=%s, num_gpus=%s)", num_cpus, num_gpus)
+    # address="local": always a Ray of our own. Without it ray.init joins the last cluster that
+    # `ray start` recorded on this machine (/tmp/ray/ray_current_cluster), someone else's run.
     ray.init(
+        address="local",
         num_cpus=num_cpus,
         num_gpus=num_gpus,
         include_dashboard=False,

@@ -63,7 +63,7 @@ def _worker(mode: str, manifest: Path, root: Path) -> None:
         started = time.perf_counter()
         for attempt in range(3):  # a loaded machine can miss Ray's 30 s raylet start-up window
             try:
-                ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+                ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
                 break
             except Exception:  # noqa: BLE001 - retried, then raised
                 ray.shutdown()
