@@ -45,7 +45,7 @@ def cluster() -> Iterator[Cluster]:
         ray.shutdown()
         made.shutdown()
         if had_session:  # as conftest's ray_session made it
-            ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
+            ray.init(address="local", num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +64,38 @@ def _arrays(root: Path, pattern: str) -> dict[str, np.ndarray]:
     for path in sorted(root.glob(pattern)):
         found[str(path.relative_to(root))] = np.asarray(zarr.open_array(path, mode="r")[:])
     return found
+
+
+def test_no_address_starts_a_ray_of_its_own_beside_a_running_cluster(cluster: Cluster) -> None:
+    """With no address, the engine starts its own local Ray; it never joins the cluster that
+    ``ray start`` (here ``Cluster``) last recorded on this machine, which ``ray.init()`` would."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    code = ("import ray; from engine.cluster import ensure_ray; ensure_ray(num_cpus=1); "
+            "print(ray.get_runtime_context().gcs_address)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=180,
+                          check=True)
+    started = done.stdout.strip().splitlines()[-1]
+    assert started and started != cluster.address
+
+
+def test_post_tasks_spread_over_the_worker_nodes(cluster: Cluster) -> None:
+    """Post's Dask-on-Ray executor runs a cohort's slide tasks on every worker node, not one."""
+    import dask
+
+    from engine.post.dask_cluster import RayExecutor
+
+    @dask.delayed
+    def where_it_ran(slide: int) -> str:
+        time.sleep(0.2)  # a slide's task takes seconds; long enough that packing would show
+        return ray.get_runtime_context().get_node_id()
+
+    workers = {node.node_id for node in cluster.worker_nodes}
+    ran_on = RayExecutor().compute([where_it_ran(i) for i in range(8)])
+    assert set(ran_on) == workers, ran_on
 
 
 def test_nodes_lost_mid_ingest_and_mid_infer_change_nothing(cluster: Cluster, cohort: Path, tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from dask.delayed import Delayed
 
@@ -93,9 +93,15 @@ class DistributedExecutor:
 
 
 class RayExecutor:
-    """Dask-on-Ray: the same graphs, scheduled as Ray tasks on the Ray cluster."""
+    """Dask-on-Ray: the same graphs, scheduled as Ray tasks spread over the cluster's nodes.
 
-    description = "Dask-on-Ray (ray.util.dask.ray_dask_get)"
+    ``SPREAD`` because a slide's task reads its stores and computes for seconds: packed onto the
+    driver's node (Ray's default prefers it), a cohort would leave the other nodes idle. A task
+    lost with its node is retried elsewhere (Ray's task retries), so a spot reclaim costs time only.
+    """
+
+    description = "Dask-on-Ray (ray.util.dask.ray_dask_get), tasks spread over nodes"
+    remote_args: ClassVar[dict[str, Any]] = {"scheduling_strategy": "SPREAD", "max_retries": 2}
 
     def compute(self, tasks: Sequence[Delayed], progress: Progress | None = None) -> list[Any]:
         import ray
@@ -105,7 +111,8 @@ class RayExecutor:
         for task in tasks:
             graph.update(task.__dask_graph__())
         # ray_persist: Ray object refs come back at once, so results can be taken as they finish.
-        refs = ray_dask_get(graph, [task.key for task in tasks], ray_persist=True)
+        refs = ray_dask_get(graph, [task.key for task in tasks], ray_persist=True,
+                            ray_remote_args=dict(self.remote_args))
         pending = {ref: i for i, ref in enumerate(refs)}
         out: list[Any] = [None] * len(refs)
         while pending:
