@@ -227,10 +227,13 @@ def test_wsinfer_config_becomes_a_patch_classifier_card() -> None:
     )
     assert card.architecture == "resnet34"
     assert "Not stated" in card.training_data
+    # Its own decision rule (the likelier of two classes) serves cohorts nobody calibrated.
+    assert card.default_threshold == 0.5
     single = dict(WSINFER_CONFIG, num_classes=1, class_names=["tumor"])
-    assert (
-        ModelCard.from_wsinfer_config(single, name="x", version="1").output_activation == "sigmoid"
-    )
+    single_card = ModelCard.from_wsinfer_config(single, name="x", version="1")
+    assert single_card.output_activation == "sigmoid" and single_card.default_threshold == 0.5
+    three = dict(WSINFER_CONFIG, num_classes=3, class_names=["a", "b", "c"])
+    assert ModelCard.from_wsinfer_config(three, name="x", version="1").default_threshold is None
 
 
 @pytest.mark.parametrize(

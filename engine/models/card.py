@@ -461,6 +461,10 @@ def _card_from_wsinfer(
 
     architecture = config.get("architecture")
     mpp = spacing_um_px * patch_size_px / tile_size_px
+    # A WSInfer classifier's own decision: the likelier class. With one sigmoid output or two
+    # softmax classes that is p(positive) >= 0.5, the default for cohorts nobody calibrated
+    # (scoring new slides); with more classes no single threshold is argmax, so none is set.
+    default_threshold = 0.5 if num_classes <= 2 else None
     return cls(
         name=name,
         version=version,
@@ -477,6 +481,7 @@ def _card_from_wsinfer(
         training_data="Not stated: a WSInfer config.json does not describe training data; "
         "see the model's own documentation.",
         architecture=str(architecture) if architecture else None,
+        default_threshold=default_threshold,
     )
 
 
