@@ -64,6 +64,28 @@ def test_cpu_actors_when_gpus_are_not_used(fleet: Path) -> None:
     assert report.actors and all(a["gpu_ids"] == [] and a["device"] == "cpu" for a in report.actors)
 
 
+def test_cpu_actors_beside_a_stream_take_ingests_cpus_once_it_has_handed_over_its_last_slide(fleet: Path) -> None:
+    from engine.infer.driver import CpuShare
+    from engine.infer.feed import SlideFeed
+
+    stores = sorted((fleet / "slides").glob("synth_*.ome.zarr"))[:2]
+    feed = SlideFeed(maxsize=2)
+    feed.put(stores[0])
+
+    def on_slide(slide_id: str, outcome: str) -> None:
+        if slide_id == stores[0].name.removesuffix(".ome.zarr"):  # "ingest" hands over its last slide
+            feed.put(stores[1])
+            feed.close()
+
+    register(fleet, Darkness(), darkness_card("darkness-threads"))  # a model of its own: nothing scored yet
+    params = InferParams(device="cpu", unit_tiles=1)
+    report = infer(fleet, "darkness-threads", progress=False, params=params, feed=feed, on_slide=on_slide,
+                   cpu_share=CpuShare(max_actors=1, cpus_per_actor=1.0, threads_after_ingest=2))
+    assert len(report.scored) == 2 and not report.failures
+    assert report.cpu_threads_after_ingest == 2
+    assert [a["cpu_threads"] for a in report.actors] == [2]  # was 1 (OMP_NUM_THREADS) while ingest ran
+
+
 def test_device_auto_without_enough_gpus_or_an_autoscaler_is_cpu_and_says_why(fleet: Path) -> None:
     # 2 logical GPUs, actors needing 4 each, no autoscaler: CPUs, and the reason is recorded.
     params = InferParams(gpus_per_actor=4, tta="flips", max_actors=1)

@@ -49,6 +49,11 @@ class UnitStats:
     actor_pid: int
 
 
+def _set_cpu_threads(n_threads: int) -> int:
+    torch.set_num_threads(max(1, n_threads))
+    return int(torch.get_num_threads())
+
+
 class ScoringActor:
     def __init__(self, model_path: str, card_json: str, model_id: str, params_json: str) -> None:
         import ray
@@ -79,6 +84,15 @@ class ScoringActor:
         self._units = 0
         self._tiles = 0
 
+    def use_cpu_threads(self, n_threads: int) -> int:
+        """From now on run the model on ``n_threads`` CPU threads (CPU actors only; 0 on a GPU).
+
+        Set on the model thread itself: OpenMP's thread count belongs to the calling thread.
+        """
+        if self.device.type != "cpu":
+            return 0
+        return self._model_thread.submit(_set_cpu_threads, n_threads).result()
+
     # -- introspection -------------------------------------------------------------------
     def placement(self) -> dict[str, Any]:
         return {
@@ -97,6 +111,8 @@ class ScoringActor:
             "units": self._units,
             "tiles": self._tiles,
             "model_busy_seconds": self._busy_seconds,
+            "cpu_threads": self._model_thread.submit(torch.get_num_threads).result()
+            if self.device.type == "cpu" else None,
             "wall_seconds": wall,
             "model_busy_fraction": self._busy_seconds / wall if wall > 0 else None,
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

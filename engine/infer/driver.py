@@ -110,6 +110,7 @@ class InferReport:
     actors_wanted: int = 0
     actors_joined_late: int = 0  # placed after scoring began (late GPU nodes)
     scale_up_wait_s: float | None = None  # actors created -> first one placed
+    cpu_threads_after_ingest: int | None = None  # CPU actors' model threads once ingest was done
     first_tile_s: float | None = None  # infer called -> first unit scored
     first_commit_s: float | None = None  # infer called -> first prediction committed
 
@@ -199,6 +200,20 @@ def _list_slide_stores(layout: FleetLayout, slide_ids: Sequence[str] | None) -> 
     return sorted(p for p in layout.slides_dir.glob("*.ome.zarr") if not p.name.startswith("."))
 
 
+@dataclass(frozen=True)
+class CpuShare:
+    """The CPUs a streaming run leaves to one model's scoring while ingest runs beside it.
+
+    At most ``max_actors`` actors of ``cpus_per_actor`` CPUs each. Once ingest has handed over its
+    last slide its CPUs are idle, so CPU actors on that one node then run the model on
+    ``threads_after_ingest`` threads each (the node's CPUs shared among every model's actors).
+    """
+
+    max_actors: int
+    cpus_per_actor: float
+    threads_after_ingest: int
+
+
 def infer(
     root: Path | str,
     model: str,
@@ -212,7 +227,7 @@ def infer(
     retry_failed: bool = True,
     feed: SlideFeed | None = None,
     on_slide: Callable[[str, str], None] | None = None,
-    cpu_share: tuple[int, float] | None = None,
+    cpu_share: CpuShare | None = None,
 ) -> InferReport:
     """Score every ingested slide (or ``slide_ids``) with ``model`` (``name[:version]``).
 
@@ -231,10 +246,10 @@ def infer(
     Streaming: with ``feed`` the slides come from it as ingest commits them (``slide_ids`` is
     ignored); the actors start at once and stay up until the feed is closed and drained.
     ``on_slide(slide_id, outcome)`` is told each slide's outcome as it happens: ``committed``,
-    ``skipped`` (already complete), ``not_retried`` or ``failed``. ``cpu_share`` (at most this
-    many actors of that many CPUs each) caps CPU actors, and GPU actors on a single-node Ray, so
-    a streaming run leaves CPUs to ingest; GPU actors on a cluster's GPU nodes (or asked of the
-    autoscaler) are not capped by it.
+    ``skipped`` (already complete), ``not_retried`` or ``failed``. ``cpu_share`` (:class:`CpuShare`)
+    caps CPU actors, and GPU actors on a single-node Ray, so a streaming run leaves CPUs to ingest;
+    GPU actors on a cluster's GPU nodes (or asked of the autoscaler) are not capped by it. CPU
+    actors widen to ``cpu_share.threads_after_ingest`` model threads once the feed is exhausted.
     """
     params = params or InferParams()
     layout = FleetLayout(Path(root))
@@ -378,11 +393,16 @@ def infer(
         # The share binds CPU actors, and GPU actors too when they sit on the one node ingest
         # uses (a local Ray with GPUs); on a cluster GPU actors live on their own nodes.
         single_node = choice.autoscaler is None and sum(1 for n in ray.nodes() if n.get("Alive")) == 1
-        if cpu_share is not None and (choice.device == "cpu" or single_node):
-            share_actors, share_cpus = cpu_share
+        shared = cpu_share is not None and (choice.device == "cpu" or single_node)
+        if cpu_share is not None and shared:
             params = params.model_copy(update={
-                "max_actors": share_actors if params.max_actors is None else min(share_actors, params.max_actors),
-                "cpus_per_actor": share_cpus})
+                "max_actors": cpu_share.max_actors if params.max_actors is None
+                else min(cpu_share.max_actors, params.max_actors),
+                "cpus_per_actor": cpu_share.cpus_per_actor})
+        # CPU actors beside ingest take its CPUs when it is done (only where ingest is on their node).
+        widen_to = (cpu_share.threads_after_ingest if cpu_share is not None and shared and single_node
+                    and choice.device == "cpu" and cpu_share.threads_after_ingest > params.cpus_per_actor
+                    else None)
         # Streaming: the cohort's size is not known yet, so the cluster (and max_actors) decide.
         demand = actor_demand(choice, params, work_units=len(queue) + len(paths) if feed is None else 1 << 30)
         report.actors_wanted = demand.count
@@ -418,6 +438,12 @@ def infer(
             with tqdm(desc=f"infer {registered.ref}", unit="tile", disable=not progress) as bar:
                 last_progress = time.perf_counter()
                 while queue or in_flight or paths or feed_open():
+                    if widen_to is not None and feed is not None and feed.exhausted:
+                        report.cpu_threads_after_ingest = widen_to
+                        for index, actor in enumerate(pool.actors):
+                            if actor is not None and pool.ready[index]:
+                                actor.use_cpu_threads.remote(widen_to)
+                        widen_to = None
                     if feed is not None and len(paths) + len(queue) < window:
                         # Streaming: take the stores committed since; wait for one when idle.
                         paths.extend(feed.drain(block=not queue and not in_flight and not paths))

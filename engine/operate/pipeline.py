@@ -155,7 +155,7 @@ def record_infer(record: RunRecord, ref: str, model_id: str, inferred: Any, seco
                  not_retried=len(inferred.known_failures), actors=inferred.actors, model_id=model_id,
                  device=inferred.device, actors_wanted=inferred.actors_wanted,
                  actors_joined_late=inferred.actors_joined_late, scale_up_wait_s=inferred.scale_up_wait_s,
-                 first_tile_s=inferred.first_tile_s)
+                 first_tile_s=inferred.first_tile_s, cpu_threads_after_ingest=inferred.cpu_threads_after_ingest)
     for scored in inferred.scored:
         io_and_compute = scored["read_seconds"] + scored["model_seconds"]
         record.slide(scored["slide_id"], f"infer:{ref}", seconds=scored["seconds"],

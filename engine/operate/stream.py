@@ -77,6 +77,7 @@ def run_streaming(
 
     from engine.cluster import ensure_ray
     from engine.infer import infer
+    from engine.infer.driver import CpuShare
     from engine.infer.feed import SlideFeed
     from engine.ingest import ingest
     from engine.manifest import read_manifest
@@ -103,7 +104,8 @@ def run_streaming(
     max_actors = actors_per_model if config.infer.max_actors is None else min(actors_per_model,
                                                                               config.infer.max_actors)
     # CPU actors share the CPUs ingest does not use; GPU actors live on GPU nodes and are not capped.
-    cpu_share = (max_actors, cpus_per_actor)
+    cpu_share = CpuShare(max_actors, cpus_per_actor,
+                         threads_after_ingest=max(1, int(total_cpus // (max_actors * len(models)))))
     record.stage("stream", ingest_tasks=ingest_cpus, actors_per_model=max_actors, cpus_per_actor=cpus_per_actor,
                  queue=config.stream_queue, cluster_cpus=total_cpus)
 
