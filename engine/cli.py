@@ -421,7 +421,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from engine.bench import run_benchmark
 
     return run_benchmark(args.stage, Path(args.workdir) if args.workdir else None, quick=args.quick,
-                         slides=args.slides)
+                         slides=args.slides, wsinfer_python=args.wsinfer_python)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -605,13 +605,17 @@ def build_parser() -> argparse.ArgumentParser:
     tiles.set_defaults(handler=_cmd_tiles)
 
     bench = commands.add_parser("bench", help="measure a stage against its floor (prints ratios)")
-    bench.add_argument("stage", choices=["ingest", "infer", "post", "qc", "storage", "cluster", "cohort"],
+    bench.add_argument("stage", choices=["ingest", "infer", "post", "qc", "storage", "cluster", "cohort", "wsinfer"],
                        help="stage to benchmark (storage: the compact JPEG mode vs lossless; cluster: "
-                       "fake autoscaler scale-up and driver memory; cohort: a whole run, streamed vs staged)")
+                       "fake autoscaler scale-up and driver memory; cohort: a whole run, streamed vs staged; "
+                       "wsinfer: a first pass against WSInfer on the same slides and model)")
     bench.add_argument("--slides", type=int, nargs="+", default=None,
                        help="cohort: slide counts to run (default 10 100; --quick 10)")
     bench.add_argument("--workdir", default=None, help="where to write generated slides (default: a temp dir)")
     bench.add_argument("--quick", action="store_true", help="smaller slides (a smoke run)")
+    bench.add_argument("--wsinfer-python", default=None,
+                       help="wsinfer: the python of an environment with WSInfer installed "
+                       "(or $SLIDEFLEET_WSINFER_PYTHON)")
     bench.set_defaults(handler=_cmd_bench)
     return parser
 

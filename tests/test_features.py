@@ -16,7 +16,7 @@ from engine.ingest import ingest
 from engine.models import ModelCard, ModelRegistry
 from engine.slides import open_slide
 from engine.store import read_completion
-from tests.torchvision_cpu import import_torchvision
+from engine.bench.torchvision_cpu import import_torchvision
 
 TILE, MPP = 64, 2.0
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 
 def run_benchmark(
-    stage: str, workdir: Path | None, *, quick: bool = False, slides: Sequence[int] | None = None
+    stage: str, workdir: Path | None, *, quick: bool = False, slides: Sequence[int] | None = None,
+    wsinfer_python: str | None = None,
 ) -> int:
     if stage == "cohort":
         from engine.bench.cohort_bench import bench_cohort
@@ -37,4 +38,8 @@ def run_benchmark(
         from engine.bench.cluster_bench import bench_cluster
 
         return bench_cluster(workdir, quick=quick)
+    if stage == "wsinfer":
+        from engine.bench.wsinfer_bench import bench_wsinfer
+
+        return bench_wsinfer(workdir, wsinfer_python=wsinfer_python, quick=quick)
     raise ValueError(f"no benchmark for stage {stage!r}")

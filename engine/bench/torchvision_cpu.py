@@ -5,6 +5,8 @@ linked against CUDA torch; with the CPU build of torch 2.13.0 they do not load, 
 torchvision then fails while it registers fake kernels for two of them (``nms``, ``qnms``).
 Declaring those two operator schemas first lets the import go through; the backbones the tests
 use (ResNet-18) need none of the compiled ops. With a CUDA torch nothing is changed.
+
+torchvision comes with the ``test`` extras (the benchmarks and tests that use a ResNet-18).
 """
 
 from __future__ import annotations
