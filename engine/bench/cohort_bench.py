@@ -70,7 +70,7 @@ def _worker(mode: str, manifest: Path, root: Path) -> None:
                 if attempt == 2:
                     raise
         ray_start_s = time.perf_counter() - started
-        job = JobConfig(manifest=str(manifest), root=str(root), models=[model], stream=(mode == "stream"))
+        job = JobConfig(manifest=str(manifest), root=str(root), models=[model.ref], stream=(mode == "stream"))
         result = score_cohort(config=job, progress=False)
         makespan = time.perf_counter() - started
         ray.shutdown()

@@ -200,6 +200,10 @@ def _list_slide_stores(layout: FleetLayout, slide_ids: Sequence[str] | None) -> 
     return sorted(p for p in layout.slides_dir.glob("*.ome.zarr") if not p.name.startswith("."))
 
 
+ACTOR_TOKEN_CPU = 0.01
+"""The Ray CPUs a scoring actor reserves beside a streaming ingest on one node (see CpuShare)."""
+
+
 @dataclass(frozen=True)
 class CpuShare:
     """The CPUs a streaming run leaves to one model's scoring while ingest runs beside it.
@@ -398,11 +402,12 @@ def infer(
             params = params.model_copy(update={
                 "max_actors": cpu_share.max_actors if params.max_actors is None
                 else min(cpu_share.max_actors, params.max_actors),
-                "cpus_per_actor": cpu_share.cpus_per_actor})
+                # On one node ingest may use every CPU: actors beside it reserve a token CPU and
+                # share the cores through the OS, one model thread each until ingest is done.
+                "cpus_per_actor": ACTOR_TOKEN_CPU if single_node else cpu_share.cpus_per_actor})
         # CPU actors beside ingest take its CPUs when it is done (only where ingest is on their node).
         widen_to = (cpu_share.threads_after_ingest if cpu_share is not None and shared and single_node
-                    and choice.device == "cpu" and cpu_share.threads_after_ingest > params.cpus_per_actor
-                    else None)
+                    and choice.device == "cpu" and cpu_share.threads_after_ingest > 1 else None)
         # Streaming: the cohort's size is not known yet, so the cluster (and max_actors) decide.
         demand = actor_demand(choice, params, work_units=len(queue) + len(paths) if feed is None else 1 << 30)
         report.actors_wanted = demand.count
