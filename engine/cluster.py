@@ -10,7 +10,9 @@ import ray
 log = logging.getLogger(__name__)
 
 
-def ensure_ray(address: str | None = None, *, num_cpus: int | None = None, num_gpus: int | None = None) -> None:
+def ensure_ray(
+    address: str | None = None, *, num_cpus: int | None = None, num_gpus: int | None = None
+) -> None:
     """Join the Ray cluster at ``address`` (or ``RAY_ADDRESS``), or start a local Ray.
 
     A Ray already initialised in this process (tests, notebooks, Ray Jobs) is reused as it is.

@@ -31,17 +31,22 @@ def read_config_file(path: Path | str) -> dict[str, Any]:
     except (yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
         raise ConfigError(f"{path}: not valid {path.suffix.lstrip('.') or 'JSON'}: {exc}") from exc
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}.")
+        raise ConfigError(
+            f"{path}: the top level must be a mapping of sections, got {type(data).__name__}."
+        )
     return data
 
 
-def parse_section(data: dict[str, Any], section: str, model: type[P], *, source: str = "config") -> P:
+def parse_section(
+    data: dict[str, Any], section: str, model: type[P], *, source: str = "config"
+) -> P:
     """Validate ``data[section]`` as ``model``; errors name the bad field, e.g. ``ingest.tissue.target_mpp``."""
     try:
         return model.model_validate(data.get(section) or {})
     except ValidationError as exc:
         problems = "; ".join(
-            f"{section}.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+            f"{section}.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+            for err in exc.errors()
         )
         raise ConfigError(f"{source}: {problems}") from exc
 

@@ -49,12 +49,20 @@ class ManifestRow(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    slide_id: str = Field(description="Unique slide identifier; becomes a file name, so 1-128 of [A-Za-z0-9._-].")
+    slide_id: str = Field(
+        description="Unique slide identifier; becomes a file name, so 1-128 of [A-Za-z0-9._-]."
+    )
     path: str = Field(description="Slide file, relative to the manifest's folder or absolute.")
-    annotation: str | None = Field(default=None, description="Ground-truth file (ASAP XML, GeoJSON, NCRF JSON, label mask).")
+    annotation: str | None = Field(
+        default=None, description="Ground-truth file (ASAP XML, GeoJSON, NCRF JSON, label mask)."
+    )
     split: Split | None = Field(default=None, description="train, calibration or test.")
     label: str | None = Field(default=None, description="Slide-level label, e.g. tumor / normal.")
-    mpp: float | None = Field(default=None, gt=0, description="Microns per pixel override for slides without a trustworthy one.")
+    mpp: float | None = Field(
+        default=None,
+        gt=0,
+        description="Microns per pixel override for slides without a trustworthy one.",
+    )
 
 
 @dataclass(frozen=True)
@@ -108,7 +116,9 @@ def _check_file(path: Path) -> int:
     if stat.S_ISDIR(info.st_mode) and path.suffix.lower() in {".parquet", ".pq"}:
         return info.st_size  # a partitioned Parquet dataset is a folder
     if not stat.S_ISREG(info.st_mode):
-        raise ManifestError(f"{path}: the manifest is not a regular file (a folder, device or pipe)")
+        raise ManifestError(
+            f"{path}: the manifest is not a regular file (a folder, device or pipe)"
+        )
     if info.st_size > MAX_MANIFEST_BYTES:
         raise ManifestError(
             f"{path}: {info.st_size:,} bytes is too large for a manifest "
@@ -165,7 +175,9 @@ def _csv_rows(path: Path) -> tuple[list[str], Iterator[_RawRow]]:
                 return
             except csv.Error as exc:
                 number += 1
-                yield _RawRow(number, f"row {number} (line {line})", {}, f"cannot parse the CSV: {exc}")
+                yield _RawRow(
+                    number, f"row {number} (line {line})", {}, f"cannot parse the CSV: {exc}"
+                )
                 line = reader.line_num + 1
                 continue
             start, line = line, reader.line_num + 1
@@ -295,7 +307,11 @@ def read_manifest(path: Path | str) -> Manifest:
                 raise InvalidSlideId(f"{prefix}: {exc}") from exc
             row = ManifestRow.model_validate(cells)
         except ValidationError as exc:
-            rejected.append(RejectedRow(label, ManifestError(f"{prefix}: {_validation_problems(exc)}"), r.number))
+            rejected.append(
+                RejectedRow(
+                    label, ManifestError(f"{prefix}: {_validation_problems(exc)}"), r.number
+                )
+            )
             continue
         except SlideFleetError as exc:
             rejected.append(RejectedRow(label, exc, r.number))

@@ -29,7 +29,9 @@ class TissueParams:
     max_hole_um2: float = 20_000.0
 
 
-def detect_tissue(rgb: NDArray[np.uint8], mpp: float, params: TissueParams = TissueParams()) -> NDArray[np.bool_]:
+def detect_tissue(
+    rgb: NDArray[np.uint8], mpp: float, params: TissueParams = TissueParams()
+) -> NDArray[np.bool_]:
     """Boolean tissue mask of an RGB image whose pixels are ``mpp`` µm wide."""
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"expected an (H, W, 3) RGB image, got shape {rgb.shape}")

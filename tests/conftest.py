@@ -23,7 +23,9 @@ def ray_session():
     import ray
 
     if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(
+            address="local", num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False
+        )
     yield ray
     ray.shutdown()
 

@@ -36,16 +36,27 @@ class WrongShape(torch.nn.Module):
 
 
 def darkness_card(name: str, version: str = "1") -> ModelCard:
-    return ModelCard.model_validate({
-        "name": name, "version": version, "kind": "pixel_segmenter", "class_names": ["dark"],
-        "tile_size_px": 128, "mpp": 2.0, "overlap_px": 16, "output_stride": 4,
-        "output_activation": "none", "normalisation": {"input_scale": "0-1"},
-        "description": "Test model: mean darkness per 8 µm output pixel (no learned weights).",
-        "training_data": "none: fixed arithmetic for tests",
-    })
+    return ModelCard.model_validate(
+        {
+            "name": name,
+            "version": version,
+            "kind": "pixel_segmenter",
+            "class_names": ["dark"],
+            "tile_size_px": 128,
+            "mpp": 2.0,
+            "overlap_px": 16,
+            "output_stride": 4,
+            "output_activation": "none",
+            "normalisation": {"input_scale": "0-1"},
+            "description": "Test model: mean darkness per 8 µm output pixel (no learned weights).",
+            "training_data": "none: fixed arithmetic for tests",
+        }
+    )
 
 
-def register(root: Path, module: torch.nn.Module, card: ModelCard, *, check_output: bool = True) -> RegisteredModel:
+def register(
+    root: Path, module: torch.nn.Module, card: ModelCard, *, check_output: bool = True
+) -> RegisteredModel:
     path = root.parent / f"{card.name}-{card.version}.pt"
     torch.jit.script(module).save(str(path))
     return ModelRegistry(root).add(path, card, check_output=check_output)

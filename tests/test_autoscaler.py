@@ -29,15 +29,19 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _maps(root: Path, model_id: str) -> dict[str, np.ndarray]:
-    return {p.name: np.asarray(zarr.open_group(p, mode="r")["0"][:])
-            for p in sorted((root / "predictions" / model_id).glob("*.zarr"))}
+    return {
+        p.name: np.asarray(zarr.open_group(p, mode="r")["0"][:])
+        for p in sorted((root / "predictions" / model_id).glob("*.zarr"))
+    }
 
 
 def test_run_scales_up_gpu_nodes_and_scores_only_on_them(tmp_path: Path, ray_session) -> None:
     from engine.synth import generate_cohort
 
     if port_in_use():
-        pytest.fail("port 6379 is taken: the fake autoscaler's head needs it (is another Ray head running?)")
+        pytest.fail(
+            "port 6379 is taken: the fake autoscaler's head needs it (is another Ray head running?)"
+        )
     manifest = generate_cohort(tmp_path / "cohort", 2, seed=3, width_px=1024, height_px=1024)
     infer_section = {"unit_tiles": 2, "max_actors": 2}
 
@@ -45,17 +49,39 @@ def test_run_scales_up_gpu_nodes_and_scores_only_on_them(tmp_path: Path, ray_ses
     reference = tmp_path / "reference"
     assert not ingest(manifest, reference, progress=False).failures
     model = register(reference, Darkness(), darkness_card("darkness"))
-    assert not infer(reference, model.ref, params=InferParams(**infer_section), progress=False).failures
+    assert not infer(
+        reference, model.ref, params=InferParams(**infer_section), progress=False
+    ).failures
 
     root = tmp_path / "fleet"
     register(root, Darkness(), darkness_card("darkness"))
     config = tmp_path / "job.json"
-    config.write_text(json.dumps({"views": False, "post": {"fallback_threshold": 0.5}, "infer": infer_section}))
-    with fake_cluster(head_cpus=2, gpu_nodes=2) as cluster:  # ingest fits the head: no GPU before infer
+    config.write_text(
+        json.dumps({"views": False, "post": {"fallback_threshold": 0.5}, "infer": infer_section})
+    )
+    with fake_cluster(
+        head_cpus=2, gpu_nodes=2
+    ) as cluster:  # ingest fits the head: no GPU before infer
         run = subprocess.run(
-            [str(SLIDEFLEET), "run", str(manifest), "--model", "darkness", "--root", str(root),
-             "--config", str(config), "--address", cluster.address, "--quiet"],
-            env=cluster.client_env(), cwd=REPO, capture_output=True, text=True, timeout=900,
+            [
+                str(SLIDEFLEET),
+                "run",
+                str(manifest),
+                "--model",
+                "darkness",
+                "--root",
+                str(root),
+                "--config",
+                str(config),
+                "--address",
+                cluster.address,
+                "--quiet",
+            ],
+            env=cluster.client_env(),
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=900,
         )
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:] + cluster.log_tail()
 

@@ -31,7 +31,10 @@ def _slidefleet(args: list[str], address: str | None = None) -> subprocess.Compl
     joined = ["--address", address] if address else []
     return subprocess.run(
         [sys.executable, "-m", "engine.cli", *args, *joined, "--quiet"],
-        capture_output=True, text=True, timeout=RUN_TIMEOUT_S, cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        cwd=REPO,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
 
@@ -39,8 +42,13 @@ def _slidefleet(args: list[str], address: str | None = None) -> subprocess.Compl
 def _rows(root: Path, table: str) -> list[dict[str, object]]:
     rows = []
     for row in read_table(root / "tables", table).to_pylist():
-        rows.append({k: (v.replace(str(root), "ROOT") if isinstance(v, str) else v)
-                     for k, v in row.items() if k not in PROVENANCE})
+        rows.append(
+            {
+                k: (v.replace(str(root), "ROOT") if isinstance(v, str) else v)
+                for k, v in row.items()
+                if k not in PROVENANCE
+            }
+        )
     return sorted(rows, key=lambda r: json.dumps(r, sort_keys=True, default=str))
 
 
@@ -80,10 +88,18 @@ def drill(synth_cohort: Path, tmp_path: Path):
         "badbyte": (",".join(bad_label), "ManifestError", "column 'label' is not UTF-8"),
         "bad id!": (f"bad id!,{a_good_path}{blanks}", "InvalidSlideId", "is not allowed"),
         "<empty>": (f",{a_good_path}{blanks}", "InvalidSlideId", "empty slide_id"),
-        "too_many": (f"too_many,{a_good_path}{blanks},extra", "ManifestError", "value(s) but the header has"),
+        "too_many": (
+            f"too_many,{a_good_path}{blanks},extra",
+            "ManifestError",
+            "value(s) but the header has",
+        ),
     }
     lines = [r for r, _, _ in bad_rows.values()]
-    lines += [f"{long_id},{a_good_path}{blanks}", f"dup,{a_good_path}{blanks}", f"dup,{a_good_path}{blanks}"]
+    lines += [
+        f"{long_id},{a_good_path}{blanks}",
+        f"dup,{a_good_path}{blanks}",
+        f"dup,{a_good_path}{blanks}",
+    ]
     drill_manifest = cohort / "drill.csv"
     payload = text.rstrip("\n") + "\n" + "\n".join(lines) + "\n"
     drill_manifest.write_bytes(payload.encode("utf-8", "surrogateescape"))
@@ -95,7 +111,9 @@ def drill(synth_cohort: Path, tmp_path: Path):
 
 
 @pytest.mark.timeout(3 * RUN_TIMEOUT_S)
-def test_a_cohort_of_every_broken_kind_finishes_with_one_row_each(drill, tmp_path: Path, ray_session) -> None:
+def test_a_cohort_of_every_broken_kind_finishes_with_one_row_each(
+    drill, tmp_path: Path, ray_session
+) -> None:
     good_manifest, drill_manifest, bad_rows, n_good = drill
     address = ray_session.get_runtime_context().gcs_address
     roots = {"clean": tmp_path / "clean", "drill": tmp_path / "drill"}
@@ -103,9 +121,13 @@ def test_a_cohort_of_every_broken_kind_finishes_with_one_row_each(drill, tmp_pat
         root.mkdir()
         register(root, Darkness(), darkness_card("darkness", "1"))
 
-    clean = _slidefleet(["run", str(good_manifest), "--model", "darkness", "--root", str(roots["clean"])], address)
+    clean = _slidefleet(
+        ["run", str(good_manifest), "--model", "darkness", "--root", str(roots["clean"])], address
+    )
     assert clean.returncode == 0, clean.stderr[-3000:]
-    done = _slidefleet(["run", str(drill_manifest), "--model", "darkness", "--root", str(roots["drill"])], address)
+    done = _slidefleet(
+        ["run", str(drill_manifest), "--model", "darkness", "--root", str(roots["drill"])], address
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Traceback" not in done.stderr
 
@@ -131,11 +153,18 @@ def test_a_cohort_of_every_broken_kind_finishes_with_one_row_each(drill, tmp_pat
     dups = by_id["dup"]
     assert len(dups) == 2 and len({d["message"] for d in dups}) == 2  # each names the other row
     first_dup = n_good + len(bad_rows) + 2
-    assert sorted(d["message"].split(", row ")[1].split(" ")[0] for d in dups) == [str(first_dup), str(first_dup + 1)]
+    assert sorted(d["message"].split(", row ")[1].split(" ")[0] for d in dups) == [
+        str(first_dup),
+        str(first_dup + 1),
+    ]
 
     # The good slides: the same failures downstream (none or the same) and identical results.
     def downstream(rows: list[dict[str, object]]) -> set[tuple[object, ...]]:
-        return {(f["stage"], f["slide_id"], f["error_type"]) for f in rows if f["stage"] not in ("manifest", "ingest")}
+        return {
+            (f["stage"], f["slide_id"], f["error_type"])
+            for f in rows
+            if f["stage"] not in ("manifest", "ingest")
+        }
 
     assert downstream(failures) == downstream(clean_failures)
     for table in ("slides", "regions", "thresholds"):
@@ -146,8 +175,11 @@ def test_a_cohort_of_every_broken_kind_finishes_with_one_row_each(drill, tmp_pat
     assert len({r["slide_id"] for r in _rows(roots["clean"], "slides")}) == n_good
 
     # Every bad row is an open failure in the view; planning a reprocess does not hang either.
-    open_ids = {r["slide_id"] for r in failures_view(roots["drill"], open_only=True).to_pylist()
-                if r["stage"] in ("manifest", "ingest")}
+    open_ids = {
+        r["slide_id"]
+        for r in failures_view(roots["drill"], open_only=True).to_pylist()
+        if r["stage"] in ("manifest", "ingest")
+    }
     assert open_ids == set(by_id)
     plan = _slidefleet(["reprocess", "--root", str(roots["drill"]), "--dry-run"])
     assert plan.returncode == 0, plan.stderr[-3000:]

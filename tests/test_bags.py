@@ -26,8 +26,10 @@ def test_all_tissue_and_fallback_to_the_most_tissue_tile() -> None:
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(st.sampled_from([0.1, 0.3, 0.5, float("nan")]), min_size=1, max_size=30),
-       st.integers(1, 10))
+@given(
+    st.lists(st.sampled_from([0.1, 0.3, 0.5, float("nan")]), min_size=1, max_size=30),
+    st.integers(1, 10),
+)
 def test_top_k_matches_a_brute_force_ranking(values: list[float], k: int) -> None:
     scores = np.array(values)
     fraction = np.linspace(0.3, 1.0, len(values))

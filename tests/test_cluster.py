@@ -45,14 +45,22 @@ def cluster() -> Iterator[Cluster]:
         ray.shutdown()
         made.shutdown()
         if had_session:  # as conftest's ray_session made it
-            ray.init(address="local", num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
+            ray.init(
+                address="local",
+                num_cpus=2,
+                num_gpus=2,
+                include_dashboard=False,
+                log_to_driver=False,
+            )
 
 
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from engine.synth import generate_cohort
 
-    return generate_cohort(tmp_path_factory.mktemp("cluster-cohort"), 2, seed=5, width_px=1536, height_px=1024)
+    return generate_cohort(
+        tmp_path_factory.mktemp("cluster-cohort"), 2, seed=5, width_px=1536, height_px=1024
+    )
 
 
 def _worker_holding(cluster: Cluster, node_id: str):
@@ -74,10 +82,18 @@ def test_no_address_starts_a_ray_of_its_own_beside_a_running_cluster(cluster: Cl
     import sys
 
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    code = ("import ray; from engine.cluster import ensure_ray; ensure_ray(num_cpus=1); "
-            "print(ray.get_runtime_context().gcs_address)")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=180,
-                          check=True)
+    code = (
+        "import ray; from engine.cluster import ensure_ray; ensure_ray(num_cpus=1); "
+        "print(ray.get_runtime_context().gcs_address)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+        check=True,
+    )
     started = done.stdout.strip().splitlines()[-1]
     assert started and started != cluster.address
 
@@ -98,7 +114,9 @@ def test_post_tasks_spread_over_the_worker_nodes(cluster: Cluster) -> None:
     assert set(ran_on) == workers, ran_on
 
 
-def test_nodes_lost_mid_ingest_and_mid_infer_change_nothing(cluster: Cluster, cohort: Path, tmp_path: Path) -> None:
+def test_nodes_lost_mid_ingest_and_mid_infer_change_nothing(
+    cluster: Cluster, cohort: Path, tmp_path: Path
+) -> None:
     # Reference: the same cohort on the same cluster, undisturbed.
     reference = tmp_path / "reference"
     assert not ingest(cohort, reference, progress=False).failures
@@ -106,12 +124,16 @@ def test_nodes_lost_mid_ingest_and_mid_infer_change_nothing(cluster: Cluster, co
     reference_infer = infer(reference, model.ref, params=PARAMS, progress=False)
     assert not reference_infer.failures and reference_infer.tiles > 0
     # Every scoring actor ran on a GPU node (the head has none).
-    assert all(a["gpu_ids"] and a["node_id"] != cluster.head_node.node_id for a in reference_infer.actors)
+    assert all(
+        a["gpu_ids"] and a["node_id"] != cluster.head_node.node_id for a in reference_infer.actors
+    )
 
     # Mid-ingest: both slides convert at once (one per worker, SPREAD); a worker goes away.
     disturbed = tmp_path / "disturbed"
     result: dict[str, object] = {}
-    thread = threading.Thread(target=lambda: result.update(report=ingest(cohort, disturbed, progress=False)))
+    thread = threading.Thread(
+        target=lambda: result.update(report=ingest(cohort, disturbed, progress=False))
+    )
     thread.start()
     deadline = time.monotonic() + 120
     while not list((disturbed / "slides").glob(".*.tmp-*")) and time.monotonic() < deadline:
@@ -134,7 +156,9 @@ def test_nodes_lost_mid_ingest_and_mid_infer_change_nothing(cluster: Cluster, co
             removed.append(node_id)
             cluster.remove_node(_worker_holding(cluster, node_id), allow_graceful=False)
 
-    disturbed_infer = infer(disturbed, model.ref, params=PARAMS, progress=False, on_unit_done=lose_the_actors_node)
+    disturbed_infer = infer(
+        disturbed, model.ref, params=PARAMS, progress=False, on_unit_done=lose_the_actors_node
+    )
     assert removed and not disturbed_infer.failures
     assert disturbed_infer.tiles == reference_infer.tiles
     # Not asserted: which node each actor's final stats name. A worker of the removed node can

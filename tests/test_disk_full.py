@@ -23,8 +23,11 @@ from engine.tables.writer import write_table_part
 
 def _mount_full(path: Path, size: str = "256k") -> Path:
     path.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs to simulate a full disk: {done.stderr.strip()}")
     return path
@@ -36,7 +39,10 @@ def _write_until_full(handle) -> None:
 
 
 def _fill(path: Path) -> None:
-    with (path / "filler").open("wb", buffering=0) as handle, pytest.raises(OSError, match="No space left"):
+    with (
+        (path / "filler").open("wb", buffering=0) as handle,
+        pytest.raises(OSError, match="No space left"),
+    ):
         _write_until_full(handle)
 
 
@@ -83,8 +89,13 @@ def test_a_failed_store_build_is_not_recreated_by_chunk_writes_in_flight(tmp_pat
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-def test_a_table_part_that_cannot_be_written_is_a_typed_error_without_leftovers(full_disk: Path) -> None:
-    rows = [{"stage": "ingest", "slide_id": f"s{i}", "error_type": "X", "message": "m" * 500} for i in range(2000)]
+def test_a_table_part_that_cannot_be_written_is_a_typed_error_without_leftovers(
+    full_disk: Path,
+) -> None:
+    rows = [
+        {"stage": "ingest", "slide_id": f"s{i}", "error_type": "X", "message": "m" * 500}
+        for i in range(2000)
+    ]
     with pytest.raises(OutputWriteError, match="cannot write the 'failures' table"):
         write_table_part(full_disk, "failures", rows, partition={"stage": "ingest"}, run_id="r1")
     assert _hidden_temporaries(full_disk) == []
@@ -136,7 +147,9 @@ def test_views_and_runs_survive_a_full_failures_table(fleet, tmp_path: Path) -> 
         # A run whose stages cannot write their failure rows: exit 3, a run record saying why.
         broken = manifest.with_name("manifest-with-a-bad-row.csv")  # beside it: paths are relative
         header = manifest.read_text().splitlines()[0]
-        broken.write_text(manifest.read_text() + "bad id!,nowhere.tif" + "," * (header.count(",") - 1) + "\n")
+        broken.write_text(
+            manifest.read_text() + "bad id!,nowhere.tif" + "," * (header.count(",") - 1) + "\n"
+        )
         before = set((root / "runs").iterdir())
         code = main(["run", str(broken), "--model", "darkness", "--root", str(root), "--quiet"])
         assert code == EXIT_OUTPUT_NOT_WRITTEN

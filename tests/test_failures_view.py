@@ -16,14 +16,20 @@ from tests.conftest import write_plain_tiff_slide
 def _slide(path: Path, seed: int) -> Path:
     rng = np.random.default_rng(seed)
     rgb = np.full((512, 512, 3), 240, np.uint8)
-    rgb[96:416, 96:416] = (rng.integers(120, 200, size=(320, 320, 3)) * np.array([1, 0.5, 1])).astype(np.uint8)
+    rgb[96:416, 96:416] = (
+        rng.integers(120, 200, size=(320, 320, 3)) * np.array([1, 0.5, 1])
+    ).astype(np.uint8)
     return write_plain_tiff_slide(path, rgb, 0.5)
 
 
-def test_a_failure_fixed_by_a_later_run_is_resolved_and_the_rest_stay_open(tmp_path: Path, ray_session) -> None:
+def test_a_failure_fixed_by_a_later_run_is_resolved_and_the_rest_stay_open(
+    tmp_path: Path, ray_session
+) -> None:
     late, never = tmp_path / "late.tiff", tmp_path / "never.tiff"
     manifest = tmp_path / "m.csv"
-    manifest.write_text(f"slide_id,path\nok,{_slide(tmp_path / 'ok.tiff', 1)}\nlate,{late}\nnever,{never}\n")
+    manifest.write_text(
+        f"slide_id,path\nok,{_slide(tmp_path / 'ok.tiff', 1)}\nlate,{late}\nnever,{never}\n"
+    )
     root = tmp_path / "root"
     first = ingest(manifest, root, progress=False)
     assert sorted(f.slide_id for f in first.failures) == ["late", "never"]

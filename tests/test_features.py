@@ -9,6 +9,7 @@ import pytest
 import ray
 import torch
 
+from engine.bench.torchvision_cpu import import_torchvision
 from engine.errors import ModelOutputInvalid
 from engine.features import read_features
 from engine.infer import InferParams, infer
@@ -16,7 +17,6 @@ from engine.ingest import ingest
 from engine.models import ModelCard, ModelRegistry
 from engine.slides import open_slide
 from engine.store import read_completion
-from engine.bench.torchvision_cpu import import_torchvision
 
 TILE, MPP = 64, 2.0
 
@@ -29,13 +29,22 @@ class MeanColour(torch.nn.Module):
 
 
 def extractor_card(name: str, dim: int, **extra: object) -> ModelCard:
-    return ModelCard.model_validate({
-        "name": name, "version": "1", "kind": "embedding_extractor", "embedding_dim": dim,
-        "tile_size_px": TILE, "mpp": MPP, "output_stride": TILE, "output_activation": "none",
-        "normalisation": {"input_scale": "0-1"},
-        "description": "Test extractor.", "training_data": "none: fixed arithmetic for tests",
-        **extra,
-    })
+    return ModelCard.model_validate(
+        {
+            "name": name,
+            "version": "1",
+            "kind": "embedding_extractor",
+            "embedding_dim": dim,
+            "tile_size_px": TILE,
+            "mpp": MPP,
+            "output_stride": TILE,
+            "output_activation": "none",
+            "normalisation": {"input_scale": "0-1"},
+            "description": "Test extractor.",
+            "training_data": "none: fixed arithmetic for tests",
+            **extra,
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -61,11 +70,18 @@ def test_extractor_cards_say_what_is_wrong() -> None:
     with pytest.raises(ValueError, match="one value per tile"):
         ModelCard.model_validate({**extractor_card("a", 3).model_dump(), "output_stride": 4})
     with pytest.raises(ValueError, match="at least one output channel"):
-        ModelCard.model_validate({**extractor_card("a", 3).model_dump(), "kind": "patch_classifier",
-                                  "embedding_dim": None})
+        ModelCard.model_validate(
+            {
+                **extractor_card("a", 3).model_dump(),
+                "kind": "patch_classifier",
+                "embedding_dim": None,
+            }
+        )
 
 
-def test_features_store_holds_one_embedding_per_tissue_tile(fleet: Path, synth_cohort: Path) -> None:
+def test_features_store_holds_one_embedding_per_tissue_tile(
+    fleet: Path, synth_cohort: Path
+) -> None:
     model = _register(fleet, MeanColour(), extractor_card("mean-colour", 3))
     report = infer(fleet, model.ref, progress=False, params=InferParams(unit_tiles=4))
     assert not report.failures and len(report.scored) == 4
@@ -123,8 +139,9 @@ def test_interrupted_extraction_resumes_with_the_units_it_had(fleet: Path) -> No
     first_tiles = sum(s.tiles for s in done)  # type: ignore[attr-defined]
     resumed = infer(fleet, model.ref, progress=False, params=params)
     clean_root = fleet / "features" / model.model_id
-    resumed_arrays = {r["slide_id"]: read_features(clean_root / f"{r['slide_id']}.zarr")
-                      for r in resumed.scored}
+    resumed_arrays = {
+        r["slide_id"]: read_features(clean_root / f"{r['slide_id']}.zarr") for r in resumed.scored
+    }
     total = sum(r["tiles"] for r in resumed.scored)
     assert resumed.tiles == total - first_tiles, "the three finished units are not redone"
     import shutil
@@ -143,9 +160,14 @@ def test_a_torchvision_resnet18_works_through_the_card(fleet: Path) -> None:
     backbone = torchvision.models.resnet18(weights=None)  # random weights: nothing downloaded
     backbone.fc = torch.nn.Identity()
     card = extractor_card(
-        "resnet18-random", 512, architecture="torchvision ResNet-18, fc removed",
-        normalisation={"input_scale": "0-1", "mean": [0.485, 0.456, 0.406],
-                       "std": [0.229, 0.224, 0.225]},
+        "resnet18-random",
+        512,
+        architecture="torchvision ResNet-18, fc removed",
+        normalisation={
+            "input_scale": "0-1",
+            "mean": [0.485, 0.456, 0.406],
+            "std": [0.229, 0.224, 0.225],
+        },
     )
     model = _register(fleet, backbone, card, trace=True)
     report = infer(fleet, model.ref, progress=False, slide_ids=["synth_000"])
@@ -154,7 +176,9 @@ def test_a_torchvision_resnet18_works_through_the_card(fleet: Path) -> None:
     assert features.embeddings.shape[1] == 512
     assert np.isfinite(features.embeddings.astype(np.float32)).all()
     # Different tissue gives different embeddings (the features are the network's, not constant).
-    assert np.unique(features.embeddings[:, :8], axis=0).shape[0] > features.embeddings.shape[0] // 2
+    assert (
+        np.unique(features.embeddings[:, :8], axis=0).shape[0] > features.embeddings.shape[0] // 2
+    )
 
 
 def test_an_extractor_returning_the_wrong_width_is_refused(fleet: Path) -> None:

@@ -37,14 +37,23 @@ class Purple(torch.nn.Module):
 
 
 def purple_card() -> ModelCard:
-    return ModelCard.model_validate({
-        "name": "purple", "version": "1", "kind": "pixel_segmenter",
-        "class_names": ["other", "purple"], "positive_class": "purple",
-        "tile_size_px": 64, "mpp": 4.0, "overlap_px": 16, "output_stride": 4,
-        "output_activation": "softmax", "normalisation": {"input_scale": "0-1"},
-        "description": "Test model: softmax of 8 x (blue - green), no learned weights.",
-        "training_data": "none: fixed arithmetic for tests",
-    })
+    return ModelCard.model_validate(
+        {
+            "name": "purple",
+            "version": "1",
+            "kind": "pixel_segmenter",
+            "class_names": ["other", "purple"],
+            "positive_class": "purple",
+            "tile_size_px": 64,
+            "mpp": 4.0,
+            "overlap_px": 16,
+            "output_stride": 4,
+            "output_activation": "softmax",
+            "normalisation": {"input_scale": "0-1"},
+            "description": "Test model: softmax of 8 x (blue - green), no learned weights.",
+            "training_data": "none: fixed arithmetic for tests",
+        }
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -62,10 +71,15 @@ def test_sample_tiles_ranks_top_scored_and_worst_errors() -> None:
     truth[10:15, 0:3] = True
     truth[15:20, 20:25] = True  # annotated, missed: the false negative tile
     chosen = sample_tiles(scores, tissue, 5, predicted=predicted, truth=truth, n=2)
-    by_kind = {k: [(c.row, c.col) for c in chosen if c.kind == k]
-               for k in ("top_scored", "false_positive", "false_negative")}
-    assert by_kind == {"top_scored": [(0, 2), (2, 0)], "false_positive": [(0, 2), (2, 0)],
-                       "false_negative": [(3, 4)]}
+    by_kind = {
+        k: [(c.row, c.col) for c in chosen if c.kind == k]
+        for k in ("top_scored", "false_positive", "false_negative")
+    }
+    assert by_kind == {
+        "top_scored": [(0, 2), (2, 0)],
+        "false_positive": [(0, 2), (2, 0)],
+        "false_negative": [(3, 4)],
+    }
     worst_fp = next(c for c in chosen if c.kind == "false_positive")
     assert worst_fp.fp_fraction == 1.0 and worst_fp.truth_fraction == 0.0
     # Without a threshold there are no error tiles, only the top-scored.
@@ -102,8 +116,12 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, ray_session) -> dict[str, An
     qc(root, params=QcParams(pixel_um=4.0), progress=False)
     model = register(root, Purple(), purple_card())
     assert not infer(root, model.ref, progress=False).failures
-    posted = post(root, model.ref, progress=False,
-                  params=PostParams(score="probability", execution=PostExecution(scheduler="sync")))
+    posted = post(
+        root,
+        model.ref,
+        progress=False,
+        params=PostParams(score="probability", execution=PostExecution(scheduler="sync")),
+    )
     assert not posted.failures
     views = render_views(root, model.ref, params=ViewParams(gallery_tiles=2, gallery_panel_px=96))
     assert not views.failures, views.failures
@@ -112,11 +130,17 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, ray_session) -> dict[str, An
 
 def test_gallery_rows_are_the_six_panels_of_sampled_tiles(fleet: dict[str, Any]) -> None:
     views, model = fleet["views"], fleet["model"]
-    rows = [r for r in read_table(fleet["root"] / "tables", "explanations").to_pylist()
-            if r["model_id"] == model.model_id]
+    rows = [
+        r
+        for r in read_table(fleet["root"] / "tables", "explanations").to_pylist()
+        if r["model_id"] == model.model_id
+    ]
     assert {r["slide_id"] for r in rows} == {s.slide_id for s in views.slides}
-    slides = {r["slide_id"]: r for r in read_table(fleet["root"] / "tables", "slides").to_pylist()
-              if r["model_id"] == model.model_id}
+    slides = {
+        r["slide_id"]: r
+        for r in read_table(fleet["root"] / "tables", "slides").to_pylist()
+        if r["model_id"] == model.model_id
+    }
     for slide_id, slide in slides.items():  # error tiles exactly where post counts errors
         kinds = {r["kind"] for r in rows if r["slide_id"] == slide_id}
         assert "top_scored" in kinds
@@ -144,17 +168,25 @@ def test_explanations_point_at_what_raised_the_score(fleet: dict[str, Any]) -> N
     from engine.store.slide_store import SlideStore
 
     root, model = fleet["root"], fleet["model"]
-    row = next(r for r in read_table(root / "tables", "explanations").to_pylist()
-               if r["model_id"] == model.model_id and r["kind"] == "top_scored" and r["rank"] == 1)
+    row = next(
+        r
+        for r in read_table(root / "tables", "explanations").to_pylist()
+        if r["model_id"] == model.model_id and r["kind"] == "top_scored" and r["rank"] == 1
+    )
     slide = SlideStore.open(root / "slides" / f"{row['slide_id']}.ome.zarr")
     card = model.card
     x0, y0 = round(row["x_um"] / card.mpp) - 8, round(row["y_um"] / card.mpp) - 8
     frame = model_frame(slide, card.mpp, 0.03)
-    tile = read_model_window(slide, slide.level(frame.source_level),
-                             (frame.level0_per_model_px_x, frame.level0_per_model_px_y), (x0, y0, 64, 64))
+    tile = read_model_window(
+        slide,
+        slide.level(frame.source_level),
+        (frame.level0_per_model_px_x, frame.level0_per_model_px_y),
+        (x0, y0, 64, 64),
+    )
     module, layer, note = explainable_model(model)
-    maps = explain_tiles(module, card, tile[None], target_class=1, layer=layer, note=note,
-                         smooth_um=4.0)
+    maps = explain_tiles(
+        module, card, tile[None], target_class=1, layer=layer, note=note, smooth_um=4.0
+    )
     assert maps.scores[0] == pytest.approx(row["explained_score"], abs=1e-5)
     purple = tile[..., 2].astype(float) - tile[..., 1].astype(float)
     kept = slice(8, 56)
@@ -164,10 +196,16 @@ def test_explanations_point_at_what_raised_the_score(fleet: dict[str, Any]) -> N
 
 def test_tile_confusion_rows_for_the_multiclass_model(fleet: dict[str, Any]) -> None:
     root, model = fleet["root"], fleet["model"]
-    rows = [r for r in read_table(root / "tables", "confusion").to_pylist()
-            if r["model_id"] == model.model_id]
-    slides = {r["slide_id"]: r for r in read_table(root / "tables", "slides").to_pylist()
-              if r["model_id"] == model.model_id}
+    rows = [
+        r
+        for r in read_table(root / "tables", "confusion").to_pylist()
+        if r["model_id"] == model.model_id
+    ]
+    slides = {
+        r["slide_id"]: r
+        for r in read_table(root / "tables", "slides").to_pylist()
+        if r["model_id"] == model.model_id
+    }
     by = {(r["slide_id"], r["scope"]): r for r in rows}
     for slide_id, slide in slides.items():
         whole, mixed = by[(slide_id, "all_tissue")], by[(slide_id, "non_homogeneous")]
@@ -196,7 +234,11 @@ class _Sections(HTMLParser):
             self.table = a.get("id")
         if tag == "tr" and self.table == "qc-table" and "data-slide" in a:
             self.qc_rows.append(a)
-        if tag == "img" and self.section == "galleries" and (a.get("src") or "").startswith("data:image/"):
+        if (
+            tag == "img"
+            and self.section == "galleries"
+            and (a.get("src") or "").startswith("data:image/")
+        ):
             self.gallery_images += 1
 
 
@@ -209,10 +251,24 @@ def test_report_shows_qc_strata_galleries_and_confusion_in_chromium(
     assert binary is not None, "no chromium binary on PATH (.ci/setup installs Debian's 'chromium')"
     report = fleet["views"].report
     dom = _Sections()
-    dom.feed(_headless(binary, tmp_path / "profile", "--virtual-time-budget=3000", "--dump-dom",
-                       report.as_uri()).stdout)
-    assert {"qc", "qc-table", "split-strata-table", "galleries", "explanation-table",
-            "confusion-all_tissue", "confusion-non_homogeneous"} <= dom.ids
+    dom.feed(
+        _headless(
+            binary,
+            tmp_path / "profile",
+            "--virtual-time-budget=3000",
+            "--dump-dom",
+            report.as_uri(),
+        ).stdout
+    )
+    assert {
+        "qc",
+        "qc-table",
+        "split-strata-table",
+        "galleries",
+        "explanation-table",
+        "confusion-all_tissue",
+        "confusion-non_homogeneous",
+    } <= dom.ids
     qc_rows = read_table(fleet["root"] / "tables", "qc").to_pylist()
     assert sorted(r["data-slide"] for r in dom.qc_rows) == sorted(r["slide_id"] for r in qc_rows)
     assert dom.gallery_images >= 1

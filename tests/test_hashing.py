@@ -30,8 +30,14 @@ def hostile(tmp_path: Path):
     sock_path = short / "s.svs"
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(str(sock_path))
-    yield {"fifo": fifo, "folder": folder, "loop": loop, "dangling": dangling, "socket": sock_path,
-           "zero": Path("/dev/zero")}
+    yield {
+        "fifo": fifo,
+        "folder": folder,
+        "loop": loop,
+        "dangling": dangling,
+        "socket": sock_path,
+        "zero": Path("/dev/zero"),
+    }
     server.close()
     sock_path.unlink(missing_ok=True)
     short.rmdir()
@@ -75,7 +81,9 @@ def test_hash_cache_is_keyed_by_size_mtime_and_inode(tmp_path: Path) -> None:
     assert first == hashlib.sha256(b"first content").hexdigest()
     stored = json.loads(cache.path.read_text())
     info = slide.stat()
-    assert stored[str(slide)]["stamps"] == [[str(slide), info.st_size, info.st_mtime_ns, info.st_ino]]
+    assert stored[str(slide)]["stamps"] == [
+        [str(slide), info.st_size, info.st_mtime_ns, info.st_ino]
+    ]
 
     # Same size, same mtime, same inode: the cache answers without reading (so it returns the
     # old hash even though the bytes changed; that is the documented contract of the cache).
@@ -85,13 +93,19 @@ def test_hash_cache_is_keyed_by_size_mtime_and_inode(tmp_path: Path) -> None:
     assert slide_content_sha256(slide, cache=HashCache(cache.path)) == first
     # Any change of the stamp recomputes: mtime ...
     os.utime(slide, ns=(info.st_atime_ns, info.st_mtime_ns + 1))
-    assert slide_content_sha256(slide, cache=HashCache(cache.path)) == hashlib.sha256(b"FIRST content").hexdigest()
+    assert (
+        slide_content_sha256(slide, cache=HashCache(cache.path))
+        == hashlib.sha256(b"FIRST content").hexdigest()
+    )
     # ... or a new file under the same name (new inode), even with the same size and mtime.
     replacement = tmp_path / "b.svs"
     replacement.write_bytes(b"other content")
     os.utime(replacement, ns=(info.st_atime_ns, info.st_mtime_ns + 1))
     replacement.replace(slide)
-    assert slide_content_sha256(slide, cache=HashCache(cache.path)) == hashlib.sha256(b"other content").hexdigest()
+    assert (
+        slide_content_sha256(slide, cache=HashCache(cache.path))
+        == hashlib.sha256(b"other content").hexdigest()
+    )
     assert not [p for p in cache.path.parent.iterdir() if ".tmp-" in p.name]
 
 
@@ -100,7 +114,10 @@ def test_a_corrupt_cache_only_costs_a_rehash(tmp_path: Path) -> None:
     slide.write_bytes(b"content")
     cache_path = tmp_path / "hashes.json"
     cache_path.write_bytes(b"{not json")
-    assert slide_content_sha256(slide, cache=HashCache(cache_path)) == hashlib.sha256(b"content").hexdigest()
+    assert (
+        slide_content_sha256(slide, cache=HashCache(cache_path))
+        == hashlib.sha256(b"content").hexdigest()
+    )
     assert str(slide) in json.loads(cache_path.read_text())
 
 
@@ -113,4 +130,7 @@ def test_mirax_companion_files_are_part_of_the_hash_and_its_stamps(tmp_path: Pat
     first = slide_content_sha256(slide, cache=cache)
     assert first == hashlib.sha256(b"indextiles").hexdigest()
     (tmp_path / "s" / "Data0000.dat").write_bytes(b"TILES!")
-    assert slide_content_sha256(slide, cache=HashCache(cache.path)) == hashlib.sha256(b"indexTILES!").hexdigest()
+    assert (
+        slide_content_sha256(slide, cache=HashCache(cache.path))
+        == hashlib.sha256(b"indexTILES!").hexdigest()
+    )

@@ -15,8 +15,17 @@ from engine.infer.tta import _TRANSFORMS, TTA_TRANSFORMS, with_tta
 
 
 def _geometry(**overrides):
-    kwargs = dict(width_px=10_000, height_px=6_000, mpp_x=0.5, mpp_y=0.5, model_mpp=2.0,
-                  tile_size_px=128, overlap_px=16, output_stride=4, unit_tiles=8)
+    kwargs = dict(
+        width_px=10_000,
+        height_px=6_000,
+        mpp_x=0.5,
+        mpp_y=0.5,
+        model_mpp=2.0,
+        tile_size_px=128,
+        overlap_px=16,
+        output_stride=4,
+        unit_tiles=8,
+    )
     kwargs.update(overrides)
     return tile_geometry(**kwargs)
 
@@ -40,8 +49,16 @@ def test_tiles_are_selected_where_tissue_is_whatever_the_mask_resolution() -> No
     # Tissue mask at 8 µm/px: 625 x 375 px for the 5000 x 3000 µm slide; tissue in a box.
     tissue = np.zeros((375, 625), bool)
     tissue[100:200, 300:400] = True  # y 800-1600 µm, x 2400-3200 µm
-    selected = tissue_tiles(g, tissue, tissue_scale_y_um=8, tissue_scale_x_um=8,
-                            tissue_translation_y_um=3.75, tissue_translation_x_um=3.75, mpp_x=0.5, mpp_y=0.5)
+    selected = tissue_tiles(
+        g,
+        tissue,
+        tissue_scale_y_um=8,
+        tissue_scale_x_um=8,
+        tissue_translation_y_um=3.75,
+        tissue_translation_x_um=3.75,
+        mpp_x=0.5,
+        mpp_y=0.5,
+    )
     rows, cols = np.nonzero(selected)
     tile_um = g.step_px * 2.0  # 224 µm
     assert rows.min() == int(800 // tile_um) and rows.max() == int(1599 // tile_um)
@@ -53,17 +70,29 @@ def test_every_tissue_pixel_lies_under_a_scored_tile_and_only_those_are_scored(s
     """Brute force: a tile is scored exactly when some tissue pixel's footprint overlaps it."""
     rng = np.random.default_rng(seed)
     mpp = float(rng.uniform(0.24, 0.5))
-    g = _geometry(width_px=4000, height_px=3000, mpp_x=mpp, mpp_y=mpp, model_mpp=float(rng.uniform(0.5, 2.0)))
+    g = _geometry(
+        width_px=4000, height_px=3000, mpp_x=mpp, mpp_y=mpp, model_mpp=float(rng.uniform(0.5, 2.0))
+    )
     ds = float(rng.choice([8.0, 16.0, 32.0, 12.5]))  # tissue mask ds level-0 px per pixel
     scale, translation = mpp * ds, mpp * (ds - 1) / 2
     tissue = rng.random((int(np.ceil(3000 / ds)), int(np.ceil(4000 / ds)))) < 0.004
-    selected = tissue_tiles(g, tissue, tissue_scale_y_um=scale, tissue_scale_x_um=scale,
-                            tissue_translation_y_um=translation, tissue_translation_x_um=translation,
-                            mpp_x=mpp, mpp_y=mpp)
+    selected = tissue_tiles(
+        g,
+        tissue,
+        tissue_scale_y_um=scale,
+        tissue_scale_x_um=scale,
+        tissue_translation_y_um=translation,
+        tissue_translation_x_um=translation,
+        mpp_x=mpp,
+        mpp_y=mpp,
+    )
     tile_um = g.step_px * g.level0_per_model_px_x * mpp
     want = np.zeros_like(selected)
     for i, j in zip(*np.nonzero(tissue), strict=True):
-        y0, x0 = translation + (i - 0.5) * scale + mpp / 2, translation + (j - 0.5) * scale + mpp / 2
+        y0, x0 = (
+            translation + (i - 0.5) * scale + mpp / 2,
+            translation + (j - 0.5) * scale + mpp / 2,
+        )
         for r in range(g.n_rows):
             for c in range(g.n_cols):
                 overlap_y = min(y0 + scale, (r + 1) * tile_um) - max(y0, r * tile_um)
@@ -77,28 +106,46 @@ def test_every_tissue_pixel_lies_under_a_scored_tile_and_only_those_are_scored(s
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_tile_tissue_fraction_is_the_exact_area_under_tissue_and_positive_exactly_where_scored(seed: int) -> None:
+def test_tile_tissue_fraction_is_the_exact_area_under_tissue_and_positive_exactly_where_scored(
+    seed: int,
+) -> None:
     """Brute force on a fine grid: the share of each tile's kept area (clipped to the slide) on tissue."""
     rng = np.random.default_rng(100 + seed)
     mpp = float(rng.uniform(0.24, 0.5))
     width_px, height_px = 1500, 1100
-    g = _geometry(width_px=width_px, height_px=height_px, mpp_x=mpp, mpp_y=mpp,
-                  model_mpp=float(rng.uniform(0.5, 1.0)))
+    g = _geometry(
+        width_px=width_px,
+        height_px=height_px,
+        mpp_x=mpp,
+        mpp_y=mpp,
+        model_mpp=float(rng.uniform(0.5, 1.0)),
+    )
     ds = float(rng.choice([8.0, 16.0, 12.5]))
     scale, translation = mpp * ds, mpp * (ds - 1) / 2
     tissue = rng.random((int(np.ceil(height_px / ds)), int(np.ceil(width_px / ds)))) < 0.05
-    kwargs = dict(tissue_scale_y_um=scale, tissue_scale_x_um=scale, tissue_translation_y_um=translation,
-                  tissue_translation_x_um=translation, mpp_x=mpp, mpp_y=mpp)
+    kwargs = dict(
+        tissue_scale_y_um=scale,
+        tissue_scale_x_um=scale,
+        tissue_translation_y_um=translation,
+        tissue_translation_x_um=translation,
+        mpp_x=mpp,
+        mpp_y=mpp,
+    )
     selected = tissue_tiles(g, tissue, **kwargs)
     rows, cols = np.meshgrid(np.arange(g.n_rows), np.arange(g.n_cols), indexing="ij")
-    fraction = tile_tissue_fraction(g, rows.ravel(), cols.ravel(), tissue, width_px=width_px,
-                                    height_px=height_px, **kwargs).reshape(rows.shape)
+    fraction = tile_tissue_fraction(
+        g, rows.ravel(), cols.ravel(), tissue, width_px=width_px, height_px=height_px, **kwargs
+    ).reshape(rows.shape)
     # Brute force: 4 x 4 samples per level-0 pixel, each on the tissue pixel whose footprint holds it.
     sub = 4
     centres_y = (np.arange(height_px * sub) + 0.5) / sub * mpp - mpp / 2
     centres_x = (np.arange(width_px * sub) + 0.5) / sub * mpp - mpp / 2
-    iy = np.clip(np.floor((centres_y - translation) / scale + 0.5).astype(int), 0, tissue.shape[0] - 1)
-    ix = np.clip(np.floor((centres_x - translation) / scale + 0.5).astype(int), 0, tissue.shape[1] - 1)
+    iy = np.clip(
+        np.floor((centres_y - translation) / scale + 0.5).astype(int), 0, tissue.shape[0] - 1
+    )
+    ix = np.clip(
+        np.floor((centres_x - translation) / scale + 0.5).astype(int), 0, tissue.shape[1] - 1
+    )
     fine = tissue[iy[:, None], ix[None, :]]
     tile_um = g.step_px * g.level0_per_model_px_x * mpp
     ty = np.floor((centres_y + mpp / 2) / tile_um).astype(int)

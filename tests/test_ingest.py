@@ -52,7 +52,10 @@ MESSAGES = {
 
 
 def _write_manifest(path: Path, rows: list[dict[str, object]]) -> Path:
-    columns = sorted({key for row in rows for key in row}, key=["slide_id", "path", "annotation", "split", "label", "mpp"].index)
+    columns = sorted(
+        {key for row in rows for key in row},
+        key=["slide_id", "path", "annotation", "split", "label", "mpp"].index,
+    )
     lines = [",".join(columns)]
     for row in rows:
         lines.append(",".join("" if row.get(c) is None else str(row[c]) for c in columns))
@@ -63,7 +66,10 @@ def _write_manifest(path: Path, rows: list[dict[str, object]]) -> Path:
 @pytest.fixture(scope="module")
 def shared_root(tmp_path_factory: pytest.TempPathFactory, ray_session) -> tuple[Path, object]:
     work = tmp_path_factory.mktemp("shared_ingest")
-    rows = [{"slide_id": sid, "path": SHARED_SLIDES / rel, "mpp": mpp} for sid, (rel, mpp, _) in EXPECTED.items()]
+    rows = [
+        {"slide_id": sid, "path": SHARED_SLIDES / rel, "mpp": mpp}
+        for sid, (rel, mpp, _) in EXPECTED.items()
+    ]
     rows.append({"slide_id": "../escape", "path": CMU_SMALL})
     rows.append({"slide_id": "twice", "path": CMU_SMALL})
     rows.append({"slide_id": "twice", "path": CMU_SMALL})
@@ -84,7 +90,9 @@ def test_every_shared_slide_is_converted_or_rejected_with_its_reason(shared_root
         else:
             assert failed[slide_id].error_type == expected_error
             assert MESSAGES.get(slide_id, "") in failed[slide_id].message
-            assert not (root / "slides" / f"{slide_id}.ome.zarr").exists(), "no half-written store may remain"
+            assert not (root / "slides" / f"{slide_id}.ome.zarr").exists(), (
+                "no half-written store may remain"
+            )
     assert failed["../escape"].error_type == "InvalidSlideId"
     assert failed["twice"].error_type == "InvalidSlideId"
     assert failed["missing_file"].error_type == "SlideNotFound"
@@ -94,11 +102,18 @@ def test_every_shared_slide_is_converted_or_rejected_with_its_reason(shared_root
 
 def test_failures_table_is_a_parquet_dataset(shared_root) -> None:
     root, report = shared_root
-    table = pads.dataset(root / "tables" / "failures", format="parquet", partitioning="hive").to_table()
+    table = pads.dataset(
+        root / "tables" / "failures", format="parquet", partitioning="hive"
+    ).to_table()
     assert {"stage", "slide_id", "error_type", "message", "run_id"} <= set(table.column_names)
     rows = table.to_pylist()
     assert len(rows) == len(report.failures)
-    assert {r["slide_id"] for r in rows} >= {"unopenable", "unreadable", "boxes_no_mpp", "../escape"}
+    assert {r["slide_id"] for r in rows} >= {
+        "unopenable",
+        "unreadable",
+        "boxes_no_mpp",
+        "../escape",
+    }
     assert all(r["message"] for r in rows)
 
 
@@ -142,9 +157,12 @@ def _ngff_validator(schema_name: str):
     from referencing.jsonschema import DRAFT202012
 
     folder = resources.files("ngff_zarr") / "spec" / "0.5" / "schemas"
-    schemas = {p.name: json.loads(p.read_text()) for p in folder.iterdir() if p.name.endswith(".schema")}
+    schemas = {
+        p.name: json.loads(p.read_text()) for p in folder.iterdir() if p.name.endswith(".schema")
+    }
     registry = Registry().with_resources(
-        (s["$id"], Resource.from_contents(s, default_specification=DRAFT202012)) for s in schemas.values()
+        (s["$id"], Resource.from_contents(s, default_specification=DRAFT202012))
+        for s in schemas.values()
     )
     return jsonschema.Draft202012Validator(schemas[schema_name], registry=registry)
 
@@ -171,11 +189,14 @@ def test_stores_validate_against_ngff_05(shared_root, slide_id: str) -> None:
 def test_rerun_skips_unchanged_and_redoes_changed_slides(tmp_path: Path, ray_session) -> None:
     rng = np.random.default_rng(1)
     tissue = np.full((600, 800, 3), 240, np.uint8)
-    tissue[100:500, 150:650] = rng.integers(120, 200, size=(400, 500, 3), dtype=np.uint8) * np.array([1, 0.5, 1])
+    tissue[100:500, 150:650] = rng.integers(
+        120, 200, size=(400, 500, 3), dtype=np.uint8
+    ) * np.array([1, 0.5, 1])
     slide_a = write_plain_tiff_slide(tmp_path / "a.tiff", tissue, 0.5)
     slide_b = write_plain_tiff_slide(tmp_path / "b.tiff", tissue[::-1].copy(), 0.5)
-    manifest = _write_manifest(tmp_path / "m.csv", [
-        {"slide_id": "a", "path": slide_a}, {"slide_id": "b", "path": slide_b}])
+    manifest = _write_manifest(
+        tmp_path / "m.csv", [{"slide_id": "a", "path": slide_a}, {"slide_id": "b", "path": slide_b}]
+    )
     root = tmp_path / "root"
     first = ingest(manifest, root, progress=False)
     assert sorted(r.slide_id for r in first.converted) == ["a", "b"]
@@ -232,15 +253,36 @@ def test_killed_run_resumes_without_losing_or_redoing_finished_slides(tmp_path: 
     for index in range(6):
         image = np.full((1536, 1536, 3), 238, np.uint8)
         image[200:1300, 200:1300] = rng.integers(100, 200, size=(1100, 1100, 3), dtype=np.uint8)
-        rows.append({"slide_id": f"s{index}", "path": write_plain_tiff_slide(tmp_path / f"s{index}.tiff", image, 0.5)})
+        rows.append(
+            {
+                "slide_id": f"s{index}",
+                "path": write_plain_tiff_slide(tmp_path / f"s{index}.tiff", image, 0.5),
+            }
+        )
     manifest = _write_manifest(tmp_path / "m.csv", rows)
     root = tmp_path / "root"
-    command = [sys.executable, "-m", "engine.cli", "ingest", str(manifest), "--root", str(root),
-               "--num-cpus", "1", "--quiet"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    command = [
+        sys.executable,
+        "-m",
+        "engine.cli",
+        "ingest",
+        str(manifest),
+        "--root",
+        str(root),
+        "--num-cpus",
+        "1",
+        "--quiet",
+    ]
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        done = list((root / "slides").glob("*.ome.zarr/" + COMPLETION_FILE)) if (root / "slides").exists() else []
+        done = (
+            list((root / "slides").glob("*.ome.zarr/" + COMPLETION_FILE))
+            if (root / "slides").exists()
+            else []
+        )
         if len(done) >= 2:
             break
         time.sleep(0.1)
@@ -254,7 +296,9 @@ def test_killed_run_resumes_without_losing_or_redoing_finished_slides(tmp_path: 
             proc.send_signal(signal.SIGKILL)
     psutil.wait_procs(doomed, timeout=30)
     process.wait()
-    finished_before = {p.parent.name for p in (root / "slides").glob("*.ome.zarr/" + COMPLETION_FILE)}
+    finished_before = {
+        p.parent.name for p in (root / "slides").glob("*.ome.zarr/" + COMPLETION_FILE)
+    }
     assert 2 <= len(finished_before) < 6, "the kill should land mid-cohort"
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
@@ -264,4 +308,6 @@ def test_killed_run_resumes_without_losing_or_redoing_finished_slides(tmp_path: 
     ingested = pads.dataset(root / "tables" / "ingested", format="parquet").to_table().to_pylist()
     last_run = max(r["run_id"] for r in ingested)
     redone = {r["slide_id"] for r in ingested if r["run_id"] == last_run and not r["skipped"]}
-    assert redone == {row["slide_id"] for row in rows} - {name.removesuffix(".ome.zarr") for name in finished_before}
+    assert redone == {row["slide_id"] for row in rows} - {
+        name.removesuffix(".ome.zarr") for name in finished_before
+    }

@@ -23,7 +23,9 @@ from tests.conftest import write_plain_tiff_slide
 def _tissue_slide(path: Path, seed: int) -> Path:
     rng = np.random.default_rng(seed)
     rgb = np.full((512, 640, 3), 240, np.uint8)
-    rgb[100:400, 100:500] = (rng.integers(120, 200, size=(300, 400, 3)) * np.array([1, 0.5, 1])).astype(np.uint8)
+    rgb[100:400, 100:500] = (
+        rng.integers(120, 200, size=(300, 400, 3)) * np.array([1, 0.5, 1])
+    ).astype(np.uint8)
     return write_plain_tiff_slide(path, rgb, 0.5)
 
 
@@ -66,7 +68,9 @@ EXPECTED = {
 }
 
 
-def test_ingest_refuses_each_hostile_path_with_one_row(hostile_cohort: Path, tmp_path: Path, ray_session) -> None:
+def test_ingest_refuses_each_hostile_path_with_one_row(
+    hostile_cohort: Path, tmp_path: Path, ray_session
+) -> None:
     root = tmp_path / "root"
     report = ingest(hostile_cohort, root, progress=False)
     assert sorted(r.slide_id for r in report.converted) == ["good", "pipe_annotation"]
@@ -93,8 +97,20 @@ def test_reprocess_dry_run_plans_around_hostile_paths(hostile_cohort: Path, tmp_
         assert words in plan.refused[slide_id]
     # The CLI, as a user runs it: it finishes (a hang would hit the timeout) and exits 0.
     done = subprocess.run(
-        [sys.executable, "-m", "engine.cli", "reprocess", "--root", str(root), "--dry-run", "--quiet"],
-        capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": os.getcwd()},
+        [
+            sys.executable,
+            "-m",
+            "engine.cli",
+            "reprocess",
+            "--root",
+            str(root),
+            "--dry-run",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
     )
     assert done.returncode == 0, done.stderr
     assert "refused (input not usable, fix the manifest): 5 slide(s)" in done.stdout

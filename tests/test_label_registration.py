@@ -28,7 +28,9 @@ from engine.ingest.pyramid import downsample_labels, downsample_nearest_2x
 from engine.store import ngff
 
 
-def _random_polygons(rng: np.random.Generator, width: float, height: float, count: int) -> list[Polygon]:
+def _random_polygons(
+    rng: np.random.Generator, width: float, height: float, count: int
+) -> list[Polygon]:
     """Star-shaped random polygons (some with a hole), made interior-disjoint by a union."""
     parts = []
     for _ in range(count):
@@ -45,7 +47,9 @@ def _random_polygons(rng: np.random.Generator, width: float, height: float, coun
         if not polygon.is_empty:
             parts.append(polygon)
     union = shapely.union_all(parts)
-    return [g for g in getattr(union, "geoms", [union]) if isinstance(g, Polygon) and not g.is_empty]
+    return [
+        g for g in getattr(union, "geoms", [union]) if isinstance(g, Polygon) and not g.is_empty
+    ]
 
 
 def _inside(polygons: list[Polygon], cx: np.ndarray, cy: np.ndarray) -> np.ndarray:
@@ -58,18 +62,25 @@ def _boundary_distance(polygons: list[Polygon], cx: np.ndarray, cy: np.ndarray) 
     return shapely.distance(shapely.points(xx, yy), boundary)
 
 
-def _level_centres(attrs: dict, index: int, shape: tuple[int, int], base_scale: float, base_translation: float):
+def _level_centres(
+    attrs: dict, index: int, shape: tuple[int, int], base_scale: float, base_translation: float
+):
     """Centres of a stored level in base-pixel *edge* coordinates (pixel k spans [k, k+1)), from NGFF."""
     dataset = attrs["ome"]["multiscales"][0]["datasets"][index]
     transforms = {t["type"]: t for t in dataset["coordinateTransformations"]}
-    (sy, sx), (ty, tx) = transforms["scale"]["scale"][-2:], transforms["translation"]["translation"][-2:]
+    (sy, sx), (ty, tx) = (
+        transforms["scale"]["scale"][-2:],
+        transforms["translation"]["translation"][-2:],
+    )
     # physical -> base centre index -> base edge coordinate
     cy = (ty + np.arange(shape[0]) * sy - base_translation) / base_scale + 0.5
     cx = (tx + np.arange(shape[1]) * sx - base_translation) / base_scale + 0.5
     return cy, cx
 
 
-def _check_levels(group: zarr.Group, polygons: list[Polygon], base_scale: float, base_translation: float) -> None:
+def _check_levels(
+    group: zarr.Group, polygons: list[Polygon], base_scale: float, base_translation: float
+) -> None:
     attrs = dict(group.attrs)
     base_h, base_w = group["0"].shape
     for index in range(len(attrs["ome"]["multiscales"][0]["datasets"])):
@@ -81,15 +92,21 @@ def _check_levels(group: zarr.Group, polygons: list[Polygon], base_scale: float,
             continue
         distance = _boundary_distance(polygons, cx, cy)
         half_pixel = 0.5 * 2**index  # this level's half pixel, in base px
-        assert (distance[wrong] <= half_pixel + 1e-9).all(), f"level {index}: mismatch far from any edge"
+        assert (distance[wrong] <= half_pixel + 1e-9).all(), (
+            f"level {index}: mismatch far from any edge"
+        )
         inner = (cy[:, None] < base_h - 0.5) & (cx[None, :] < base_w - 0.5)
         worst = float(distance[wrong & inner].max(initial=0.0))
-        assert worst <= math.sqrt(0.5) + 1e-9, f"level {index}: a label {worst:.2f} base px from an edge is wrong"
+        assert worst <= math.sqrt(0.5) + 1e-9, (
+            f"level {index}: a label {worst:.2f} base px from an edge is wrong"
+        )
 
 
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), width=st.integers(40, 300), height=st.integers(40, 300))
-def test_every_label_level_agrees_with_polygons_at_its_pixel_centres(seed: int, width: int, height: int) -> None:
+def test_every_label_level_agrees_with_polygons_at_its_pixel_centres(
+    seed: int, width: int, height: int
+) -> None:
     rng = np.random.default_rng(seed)
     polygons = _random_polygons(rng, width, height, int(rng.integers(1, 6)))
     base = _inside(polygons, np.arange(width) + 0.5, np.arange(height) + 0.5).astype(np.uint8)
@@ -108,9 +125,13 @@ def test_every_label_level_agrees_with_polygons_at_its_pixel_centres(seed: int, 
 
 def test_whole_array_downsample_matches_blockwise_pyramid() -> None:
     rng = np.random.default_rng(3)
-    labels = (rng.random((133, 97)) < 0.4).astype(np.uint8) * rng.integers(1, 4, (133, 97)).astype(np.uint8)
+    labels = (rng.random((133, 97)) < 0.4).astype(np.uint8) * rng.integers(1, 4, (133, 97)).astype(
+        np.uint8
+    )
     group = zarr.open_group(store={}, mode="w", zarr_format=3)
-    array = group.create_array("0", shape=labels.shape, dtype="uint8", chunks=(64, 64), fill_value=0)
+    array = group.create_array(
+        "0", shape=labels.shape, dtype="uint8", chunks=(64, 64), fill_value=0
+    )
     array[:] = labels
     _label_pyramid(group, array, IngestParams(chunk_px=64, block_px=128), 4)
     np.testing.assert_array_equal(group["1"][:], downsample_nearest_2x(labels))
@@ -143,7 +164,11 @@ def ingested(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Polyg
     rgb[inside] = (200, 90, 160)
     slide = write_plain_tiff_slide(work / "s.tiff", rgb, 0.5)
     features = [
-        {"type": "Feature", "properties": {"classification": {"name": "Tumor"}}, "geometry": shapely.geometry.mapping(p)}
+        {
+            "type": "Feature",
+            "properties": {"classification": {"name": "Tumor"}},
+            "geometry": shapely.geometry.mapping(p),
+        }
         for p in polygons
     ]
     annotation = work / "s.geojson"
@@ -172,14 +197,24 @@ def _check_levels_level0(group: zarr.Group, polygons: list[Polygon], mpp: float)
         wrong = level != truth
         transforms = {t["type"]: t for t in dataset["coordinateTransformations"]}
         level_px = transforms["scale"]["scale"][-1] / mpp
-        base_px = datasets and {t["type"]: t for t in datasets[0]["coordinateTransformations"]}["scale"]["scale"][-1] / mpp
+        base_px = (
+            datasets
+            and {t["type"]: t for t in datasets[0]["coordinateTransformations"]}["scale"]["scale"][
+                -1
+            ]
+            / mpp
+        )
         if wrong.any():
             distance = _boundary_distance(polygons, cx, cy)
-            assert (distance[wrong] <= 0.5 * level_px + 1e-6).all(), f"level {index}: mismatch far from an edge"
+            assert (distance[wrong] <= 0.5 * level_px + 1e-6).all(), (
+                f"level {index}: mismatch far from an edge"
+            )
             inner = (cy[:, None] < group["0"].shape[0] * base_px - base_px) & (
                 cx[None, :] < group["0"].shape[1] * base_px - base_px
             )
-            assert float(distance[wrong & inner].max(initial=0.0)) <= math.sqrt(0.5) * base_px + 1e-6
+            assert (
+                float(distance[wrong & inner].max(initial=0.0)) <= math.sqrt(0.5) * base_px + 1e-6
+            )
 
 
 def test_ingested_tissue_levels_are_the_tissue_base_at_their_centres(ingested) -> None:
@@ -207,4 +242,6 @@ def test_ingested_tissue_levels_are_the_tissue_base_at_their_centres(ingested) -
         quads = [base[np.ix_(a, b)] for a in (y_lo, y_hi) for b in (x_lo, x_hi)]
         agree = np.all([q == quads[0] for q in quads], axis=0) & inner_y[:, None] & inner_x[None, :]
         assert agree.mean() > 0.5
-        np.testing.assert_array_equal(level[agree], quads[0][agree], err_msg=f"tissue level {index}")
+        np.testing.assert_array_equal(
+            level[agree], quads[0][agree], err_msg=f"tissue level {index}"
+        )

@@ -322,5 +322,7 @@ def test_per_detection_outcomes_agree_with_the_matching(cohort) -> None:
         assert outcomes.count("tp") == len(hit)
         assert outcomes.count("fp") == len(matched.false_positive_confidences)
         assert outcomes.count("itc") == matched.itc_hits
-        tp_confidences = sorted(d.confidence for d, o in zip(detections, outcomes, strict=True) if o == "tp")
+        tp_confidences = sorted(
+            d.confidence for d, o in zip(detections, outcomes, strict=True) if o == "tp"
+        )
         assert tp_confidences == sorted(hit)

@@ -12,7 +12,9 @@ from engine.store import FleetLayout
 
 
 def test_relative_paths_resolve_against_the_manifest_folder(tmp_path: Path) -> None:
-    (tmp_path / "m.csv").write_text("slide_id,path,annotation,split,mpp\n001,slides/a.svs,ann/a.xml,test,0.25\n")
+    (tmp_path / "m.csv").write_text(
+        "slide_id,path,annotation,split,mpp\n001,slides/a.svs,ann/a.xml,test,0.25\n"
+    )
     manifest = read_manifest(tmp_path / "m.csv")
     (entry,) = manifest.entries
     assert entry.slide_id == "001"  # stays text, not the integer 1
@@ -55,7 +57,9 @@ def test_bad_rows_are_rejected_not_dropped(tmp_path: Path) -> None:
     assert ("badmpp", "ManifestError") in rejected
 
 
-@pytest.mark.parametrize("slide_id", ["../x", "a/b", "/abs", "..", ".hidden", "", "a" * 129, "x\\y", "a..b"])
+@pytest.mark.parametrize(
+    "slide_id", ["../x", "a/b", "/abs", "..", ".hidden", "", "a" * 129, "x\\y", "a..b"]
+)
 def test_unsafe_slide_ids_are_refused(slide_id: str) -> None:
     with pytest.raises(InvalidSlideId):
         check_slide_id(slide_id)
@@ -74,14 +78,22 @@ def _write(path: Path, data: bytes) -> Path:
 
 
 def test_bom_and_numeric_looking_ids_stay_text(tmp_path: Path) -> None:
-    manifest = _write(tmp_path / "m.csv", "slide_id,path,label\n0001,a.svs,tumor\n1e5,b.svs,normal\n".encode("utf-8-sig"))
+    manifest = _write(
+        tmp_path / "m.csv",
+        "slide_id,path,label\n0001,a.svs,tumor\n1e5,b.svs,normal\n".encode("utf-8-sig"),
+    )
     parsed = read_manifest(manifest)
     assert not parsed.rejected
-    assert [(e.slide_id, e.label, e.row) for e in parsed.entries] == [("0001", "tumor", 1), ("1e5", "normal", 2)]
+    assert [(e.slide_id, e.label, e.row) for e in parsed.entries] == [
+        ("0001", "tumor", 1),
+        ("1e5", "normal", 2),
+    ]
 
 
 def test_one_bad_byte_rejects_only_its_row_with_row_and_column(tmp_path: Path) -> None:
-    lines = [b"slide_id,path,label"] + [f"s{i:03d},s{i:03d}.svs,normal".encode() for i in range(200)]
+    lines = [b"slide_id,path,label"] + [
+        f"s{i:03d},s{i:03d}.svs,normal".encode() for i in range(200)
+    ]
     lines[120] = b"s119,s119.svs,tum\xe9ur"  # Latin-1 in a UTF-8 file: data row 120, line 121
     parsed = read_manifest(_write(tmp_path / "m.csv", b"\n".join(lines) + b"\n"))
     assert len(parsed.entries) == 199
@@ -118,7 +130,9 @@ def test_na_nan_and_null_are_text_except_where_the_schema_cannot_hold_text(tmp_p
     assert not parsed.rejected
     by_id = {e.slide_id: e for e in parsed.entries}
     assert set(by_id) == {"NA", "nan", "null"}
-    assert by_id["NA"].label == "NA" and by_id["nan"].label == "null" and by_id["null"].label is None
+    assert (
+        by_id["NA"].label == "NA" and by_id["nan"].label == "null" and by_id["null"].label is None
+    )
     assert all(e.mpp_override is None and e.split is None for e in parsed.entries)
     assert by_id["NA"].extra == {"site": "null"} and by_id["null"].extra == {"site": None}
 
@@ -148,7 +162,9 @@ def test_a_very_long_id_is_not_echoed_whole(tmp_path: Path) -> None:
 
 
 def test_a_row_with_too_many_cells_is_rejected_alone(tmp_path: Path) -> None:
-    manifest = _write(tmp_path / "m.csv", b"slide_id,path,label\ns1,a.svs,tumor, left\ns2,b.svs,normal\n")
+    manifest = _write(
+        tmp_path / "m.csv", b"slide_id,path,label\ns1,a.svs,tumor, left\ns2,b.svs,normal\n"
+    )
     parsed = read_manifest(manifest)
     assert [e.slide_id for e in parsed.entries] == ["s2"]
     (bad,) = parsed.rejected
@@ -168,6 +184,9 @@ def test_a_manifest_that_is_not_a_regular_file_is_refused_at_once(tmp_path: Path
 
 
 def test_parquet_integer_ids_become_text(tmp_path: Path) -> None:
-    pq.write_table(pa.table({"slide_id": [1, 2], "path": ["a.svs", "b.svs"], "mpp": [0.5, None]}), tmp_path / "m.parquet")
+    pq.write_table(
+        pa.table({"slide_id": [1, 2], "path": ["a.svs", "b.svs"], "mpp": [0.5, None]}),
+        tmp_path / "m.parquet",
+    )
     parsed = read_manifest(tmp_path / "m.parquet")
     assert [(e.slide_id, e.mpp_override) for e in parsed.entries] == [("1", 0.5), ("2", None)]

@@ -33,16 +33,27 @@ class ColourStats(torch.nn.Module):
 
 
 def _extractor_card() -> ModelCard:
-    return ModelCard.model_validate({
-        "name": "colour-stats", "version": "1", "kind": "embedding_extractor", "embedding_dim": 6,
-        "tile_size_px": 64, "mpp": 2.0, "output_stride": 64, "output_activation": "none",
-        "normalisation": {"input_scale": "0-1"}, "description": "Test extractor.",
-        "training_data": "none: fixed arithmetic for tests",
-    })
+    return ModelCard.model_validate(
+        {
+            "name": "colour-stats",
+            "version": "1",
+            "kind": "embedding_extractor",
+            "embedding_dim": 6,
+            "tile_size_px": 64,
+            "mpp": 2.0,
+            "output_stride": 64,
+            "output_activation": "none",
+            "normalisation": {"input_scale": "0-1"},
+            "description": "Test extractor.",
+            "training_data": "none: fixed arithmetic for tests",
+        }
+    )
 
 
 @pytest.fixture(scope="module")
-def cohort(tmp_path_factory: pytest.TempPathFactory, synth_cohort: Path, ray_session) -> tuple[Path, Path]:
+def cohort(
+    tmp_path_factory: pytest.TempPathFactory, synth_cohort: Path, ray_session
+) -> tuple[Path, Path]:
     """Ingested slides, their features and a darkness map; a manifest with both classes in train."""
     root = tmp_path_factory.mktemp("mil") / "root"
     assert not ingest(synth_cohort, root, progress=False).failures
@@ -71,8 +82,9 @@ def cohort(tmp_path_factory: pytest.TempPathFactory, synth_cohort: Path, ray_ses
 
 
 def _params(**bags: object) -> MilParams:
-    return MilParams(bags=BagParams(features_model="colour-stats", score_model="darkness",
-                                    k=5, **bags), epochs=5)
+    return MilParams(
+        bags=BagParams(features_model="colour-stats", score_model="darkness", k=5, **bags), epochs=5
+    )
 
 
 def test_top_k_bags_are_the_tiles_the_map_scores_highest(cohort: tuple[Path, Path]) -> None:
@@ -101,7 +113,9 @@ def test_top_k_bags_are_the_tiles_the_map_scores_highest(cohort: tuple[Path, Pat
     assert chosen == top
 
 
-def test_train_registers_and_predict_writes_tables_and_attention_maps(cohort: tuple[Path, Path]) -> None:
+def test_train_registers_and_predict_writes_tables_and_attention_maps(
+    cohort: tuple[Path, Path],
+) -> None:
     root, manifest = cohort
     trained = train_mil_model(root, manifest, _params())
     card = trained.model.card
@@ -113,7 +127,11 @@ def test_train_registers_and_predict_writes_tables_and_attention_maps(cohort: tu
 
     report = predict_mil_model(root, "mil", manifest, _params())
     assert not report.failures and len(report.rows) == 4
-    table = pads.dataset(root / "tables" / "slide_predictions", partitioning="hive").to_table().to_pylist()
+    table = (
+        pads.dataset(root / "tables" / "slide_predictions", partitioning="hive")
+        .to_table()
+        .to_pylist()
+    )
     assert {r["slide_id"] for r in table} == {r["slide_id"] for r in report.rows}
     for row in table:
         probs = np.array([row["prob_normal"], row["prob_tumor"]])
@@ -125,26 +143,51 @@ def test_train_registers_and_predict_writes_tables_and_attention_maps(cohort: tu
         attention = np.asarray(attention_store["0"][0])
         assert np.isfinite(attention).sum() == 5
         assert np.nansum(attention) == pytest.approx(1, abs=1e-5)
-        scale = attention_store.attrs["ome"]["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]
-        assert scale["scale"][1:] == pytest.approx([128.0, 128.0])  # one pixel per 64 px tile at 2 µm
+        scale = attention_store.attrs["ome"]["multiscales"][0]["datasets"][0][
+            "coordinateTransformations"
+        ][0]
+        assert scale["scale"][1:] == pytest.approx(
+            [128.0, 128.0]
+        )  # one pixel per 64 px tile at 2 µm
         top = row["top_tiles"][0]
         r, c = top["y"] // 256, top["x"] // 256
-        assert attention[r, c] == pytest.approx(top["attention"]) and attention[r, c] == np.nanmax(attention)
+        assert attention[r, c] == pytest.approx(top["attention"]) and attention[r, c] == np.nanmax(
+            attention
+        )
     metrics = {(m["split"], m["statistic"]) for m in report.metrics}
     assert {("all", "auc"), ("all", "accuracy"), ("all", "quadratic_weighted_kappa")} <= metrics
-    confusion = sum(m["value"] for m in report.metrics if m["split"] == "all" and m["statistic"] == "confusion")
+    confusion = sum(
+        m["value"] for m in report.metrics if m["split"] == "all" and m["statistic"] == "confusion"
+    )
     assert confusion == 4
 
     again = predict_mil_model(root, "mil", manifest, _params())
     assert sorted(again.skipped) == sorted(r["slide_id"] for r in report.rows)
     assert [r["score"] for r in again.rows] == [r["score"] for r in report.rows]
-    assert read_completion(Path(report.rows[0]["attention_map"]))["input_key"]["mil_model_id"] == trained.model.model_id
+    assert (
+        read_completion(Path(report.rows[0]["attention_map"]))["input_key"]["mil_model_id"]
+        == trained.model.model_id
+    )
 
 
-def test_cli_trains_a_new_version_and_predicts_the_test_split(cohort: tuple[Path, Path], capsys) -> None:
+def test_cli_trains_a_new_version_and_predicts_the_test_split(
+    cohort: tuple[Path, Path], capsys
+) -> None:
     root, manifest = cohort
-    common = ["--root", str(root), "--manifest", str(manifest), "--features-model", "colour-stats",
-              "--selection", "all_tissue", "--epochs", "3", "--name", "mil-all"]
+    common = [
+        "--root",
+        str(root),
+        "--manifest",
+        str(manifest),
+        "--features-model",
+        "colour-stats",
+        "--selection",
+        "all_tissue",
+        "--epochs",
+        "3",
+        "--name",
+        "mil-all",
+    ]
     assert main(["mil", "train", *common]) == 0
     assert "registered mil-all:1" in capsys.readouterr().out
     assert main(["mil", "predict", *common, "--model", "mil-all", "--splits", "test"]) == 0
@@ -168,7 +211,9 @@ def test_evaluate_maps_gives_slide_auc_and_a_consistent_froc(cohort: tuple[Path,
     from engine.evaluate.params import MapEvalParams
 
     root, manifest = cohort
-    params = MapEvalParams(detection_threshold=0.3, froc_mode="all_detections", bootstrap_resamples=200)
+    params = MapEvalParams(
+        detection_threshold=0.3, froc_mode="all_detections", bootstrap_resamples=200
+    )
     report = evaluate_maps(root, "darkness", manifest, params)
     assert not report.failures and len(report.slide_rows) == 4
     labels = [r["true_label"] == "tumor" for r in report.slide_rows]
@@ -178,8 +223,11 @@ def test_evaluate_maps_gives_slide_auc_and_a_consistent_froc(cohort: tuple[Path,
     assert auc["resamples"] > 0
     darkness_id = ModelRegistry(root).resolve("darkness").model_id
     for row in report.slide_rows:
-        whole = np.asarray(zarr.open_group(root / "predictions" / darkness_id / f"{row['slide_id']}.zarr",
-                                           mode="r")["0"][0])
+        whole = np.asarray(
+            zarr.open_group(
+                root / "predictions" / darkness_id / f"{row['slide_id']}.zarr", mode="r"
+            )["0"][0]
+        )
         assert row["score"] <= np.nanmax(whole) + 1e-6
     assert all(d["confidence"] >= 0.3 for d in report.lesion_rows)
     if report.froc is None:
@@ -211,18 +259,29 @@ def test_tiles_table_and_geojson_for_a_patch_classifier_and_an_extractor(
     from engine.tiles.stage import write_tiles
 
     root, _ = cohort
-    card = ModelCard.model_validate({
-        "name": "dark-patch", "version": "1", "kind": "patch_classifier", "class_names": ["light", "dark"],
-        "tile_size_px": 64, "mpp": 2.0, "output_stride": 64, "output_activation": "none",
-        "normalisation": {"input_scale": "0-1"}, "description": "Test classifier.",
-        "training_data": "none: fixed arithmetic for tests",
-    })
+    card = ModelCard.model_validate(
+        {
+            "name": "dark-patch",
+            "version": "1",
+            "kind": "patch_classifier",
+            "class_names": ["light", "dark"],
+            "tile_size_px": 64,
+            "mpp": 2.0,
+            "output_stride": 64,
+            "output_activation": "none",
+            "normalisation": {"input_scale": "0-1"},
+            "description": "Test classifier.",
+            "training_data": "none: fixed arithmetic for tests",
+        }
+    )
     model = register_scripted(root, DarkPatch(), card)
     assert not infer(root, "dark-patch", progress=False).failures
     report = write_tiles(root, "dark-patch")
     assert not report.failures and len(report.slides) == 4
     table = pads.dataset(root / "tables" / "tiles" / f"model_id={model.model_id}").to_table()
-    assert {"prob_light", "prob_dark", "x", "y", "width", "height", "tissue_fraction"} <= set(table.column_names)
+    assert {"prob_light", "prob_dark", "x", "y", "width", "height", "tissue_fraction"} <= set(
+        table.column_names
+    )
     rows = [r for r in table.to_pylist() if r["slide_id"] == "synth_001"]
     assert rows
     with open_slide(synth_cohort.parent / "slides" / "synth_001.tif") as slide:
@@ -231,12 +290,19 @@ def test_tiles_table_and_geojson_for_a_patch_classifier_and_an_extractor(
             if row["width"] == row["height"] == 256:
                 region = slide.read_region_rgb(row["x"], row["y"], 0, 256, 256)
                 assert row["prob_dark"] == pytest.approx(1 - region.mean() / 255, abs=0.01)
-    collection = json.loads((root / "views" / model.model_id / "synth_001.tiles.geojson").read_text())
+    collection = json.loads(
+        (root / "views" / model.model_id / "synth_001.tiles.geojson").read_text()
+    )
     assert len(collection["features"]) == len(rows)
     feature = collection["features"][0]
     assert feature["properties"]["objectType"] == "detection"
-    assert set(feature["properties"]["measurements"]) == {"prob_light", "prob_dark", "tissue_fraction"}
+    assert set(feature["properties"]["measurements"]) == {
+        "prob_light",
+        "prob_dark",
+        "tissue_fraction",
+    }
     extractor = ModelRegistry(root).resolve("colour-stats")
     assert write_tiles(root, "colour-stats").tiles == sum(
         read_features(root / "features" / extractor.model_id / f"{s}.zarr").embeddings.shape[0]
-        for s in ("synth_000", "synth_001", "synth_002", "synth_003"))
+        for s in ("synth_000", "synth_001", "synth_002", "synth_003")
+    )

@@ -32,7 +32,9 @@ def test_score_cohort_returns_every_table_and_writes_a_run_record(scored) -> Non
     assert result.tables["thresholds"].num_rows > 0
     record = json.loads(result.run_record.read_text())
     assert record["run_id"] == result.run_id and result.run_record.parent == root / "runs"
-    assert {"ingest", "infer:darkness:1", "post:darkness:1", "views:darkness:1"} <= set(record["stages"])
+    assert {"ingest", "infer:darkness:1", "post:darkness:1", "views:darkness:1"} <= set(
+        record["stages"]
+    )
     assert record["stages"]["ingest"]["converted"] == 4
     assert record["stages"]["infer:darkness:1"]["tiles"] > 0
     assert record["versions"]["slidefleet"] and record["versions"]["ray"]
@@ -52,8 +54,13 @@ def test_an_unchanged_fleet_has_nothing_to_reprocess(scored) -> None:
 def test_a_new_model_version_recomputes_its_predictions_and_tables_only(scored) -> None:
     root, first = scored
     stores_before = {p.name: read_completion(p) for p in (root / "slides").glob("*.ome.zarr")}
-    new = register(root, Darkness(), darkness_card("darkness", "2").model_copy(
-        update={"description": "Test model v2: same arithmetic, new card, new model_id."}))
+    new = register(
+        root,
+        Darkness(),
+        darkness_card("darkness", "2").model_copy(
+            update={"description": "Test model v2: same arithmetic, new card, new model_id."}
+        ),
+    )
     plan = plan_reprocess(root)
     assert not plan.ingest
     assert sorted(plan.infer["darkness"]) == ["synth_000", "synth_001", "synth_002", "synth_003"]
@@ -61,10 +68,14 @@ def test_a_new_model_version_recomputes_its_predictions_and_tables_only(scored) 
     plan, result = reprocess(root, progress=False)
     assert result is not None and result.model_ids == {"darkness:2": new.model_id}
     assert "ingest" not in result.stages
-    assert {p.name: read_completion(p) for p in (root / "slides").glob("*.ome.zarr")} == stores_before
+    assert {
+        p.name: read_completion(p) for p in (root / "slides").glob("*.ome.zarr")
+    } == stores_before
     # The old version's predictions and table partitions stay readable side by side.
     old_id = first.model_ids["darkness:1"]
-    assert (root / "predictions" / old_id).is_dir() and (root / "predictions" / new.model_id).is_dir()
+    assert (root / "predictions" / old_id).is_dir() and (
+        root / "predictions" / new.model_id
+    ).is_dir()
     assert (root / "tables" / "slides" / f"model_id={old_id}").is_dir()
     assert (root / "tables" / "slides" / f"model_id={new.model_id}").is_dir()
     assert plan_reprocess(root).is_empty
@@ -74,21 +85,32 @@ def test_a_changed_post_parameter_recomputes_only_post(scored, tmp_path: Path) -
     root, _ = scored
     config = tmp_path / "job.yaml"
     config.write_text("post:\n  min_region_um2: 50000\n")
-    stored = JobConfig.model_validate_json((root / "fleet.json").read_text()).model_dump(mode="json")
-    changed = load_job_config(config, {"root": str(root)}).model_dump(mode="json", exclude_unset=True)
+    stored = JobConfig.model_validate_json((root / "fleet.json").read_text()).model_dump(
+        mode="json"
+    )
+    changed = load_job_config(config, {"root": str(root)}).model_dump(
+        mode="json", exclude_unset=True
+    )
     job = JobConfig.model_validate({**stored, **changed})
     plan = plan_reprocess(root, job)
     assert not plan.ingest and not any(plan.infer.values()) and list(plan.post) == ["darkness"]
     plan, result = reprocess(root, config=job, progress=False)
-    assert result is not None and set(result.stages) == {"reprocess", f"post:{next(iter(result.model_ids))}",
-                                                          f"views:{next(iter(result.model_ids))}"}
+    assert result is not None and set(result.stages) == {
+        "reprocess",
+        f"post:{next(iter(result.model_ids))}",
+        f"views:{next(iter(result.model_ids))}",
+    }
 
 
 def test_dry_run_prints_the_plan_and_changes_nothing(scored) -> None:
     root, _ = scored
     before = sorted(p.name for p in (root / "runs").iterdir())
-    output = subprocess.run([sys.executable, "-m", "engine.cli", "reprocess", "--root", str(root), "--dry-run"],
-                            capture_output=True, text=True, timeout=300)
+    output = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "reprocess", "--root", str(root), "--dry-run"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert output.returncode == 0, output.stderr
     assert "plan (dry run)" in output.stdout and "ingest: nothing stale" in output.stdout
     assert sorted(p.name for p in (root / "runs").iterdir()) == before
@@ -113,8 +135,18 @@ def test_every_run_flag_has_a_config_field() -> None:
 
     run = build_parser()._subparsers._group_actions[0].choices["run"]  # noqa: SLF001
     flags = {a.dest for a in run._actions if a.dest not in {"help", "config", "quiet"}}  # noqa: SLF001
-    mapped = {"manifest": "manifest", "model": "models", "root": "root", "address": "address",
-              "dask_address": "dask_address", "demo_models": "demo_models", "no_views": "views", "strict": "strict",
-              "retry_failed": "retry_failed", "no_stream": "stream", "device": "infer"}
+    mapped = {
+        "manifest": "manifest",
+        "model": "models",
+        "root": "root",
+        "address": "address",
+        "dask_address": "dask_address",
+        "demo_models": "demo_models",
+        "no_views": "views",
+        "strict": "strict",
+        "retry_failed": "retry_failed",
+        "no_stream": "stream",
+        "device": "infer",
+    }
     assert flags == set(mapped)
     assert set(mapped.values()) <= set(JobConfig.model_fields)

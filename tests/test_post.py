@@ -358,8 +358,16 @@ def test_every_tissue_pixel_is_scored_and_unscored_tissue_is_counted_not_negativ
     assert report.slides["unscored_tissue_px"].to_pylist() == [0] * report.slides.num_rows
     before = _row(report, "synth_002")
     prediction = fleet_copy / "predictions" / report.model.model_id / "synth_002.zarr"
-    plan = SlidePlan("synth_002", str(fleet_copy / "slides" / "synth_002.ome.zarr"), str(prediction),
-                     None, None, 0, 1, False)
+    plan = SlidePlan(
+        "synth_002",
+        str(fleet_copy / "slides" / "synth_002.ome.zarr"),
+        str(prediction),
+        None,
+        None,
+        0,
+        1,
+        False,
+    )
     tissue = load_slide_maps(plan).tissue
     rows, cols = np.nonzero(tissue)
     r, c = int(rows[rows.size // 2]), int(cols[cols.size // 2])

@@ -103,8 +103,13 @@ def test_run_gates_excluded_slides_out_of_infer_and_post(qc_fleet) -> None:
 
     root, which, manifest = qc_fleet
     registered = register(root, Darkness(), darkness_card("qc-darkness"))
-    job = JobConfig(manifest=str(manifest), root=str(root), models=["qc-darkness"], views=False,
-                    qc=QcParams(pixel_um=2.0, exclude=("pen",)))
+    job = JobConfig(
+        manifest=str(manifest),
+        root=str(root),
+        models=["qc-darkness"],
+        views=False,
+        qc=QcParams(pixel_um=2.0, exclude=("pen",)),
+    )
     result = score_cohort(config=job, progress=False)
     predictions = root / "predictions" / registered.model_id
     scored = sorted(p.name.removesuffix(".zarr") for p in predictions.glob("*.zarr"))

@@ -37,7 +37,12 @@ def test_chunks_touching_the_mask_are_exactly_those_overlapping_a_mask_pixel() -
     assert grid.shape == (4, 4)
     assert np.argwhere(grid).tolist() == [[1, 2]]
     wide = touching_chunks(dilate(mask, 2), (8.0, 8.0), _level(0, 128, 1.0, 0), chunk_px=32)
-    assert np.argwhere(wide).tolist() == [[0, 1], [0, 2], [1, 1], [1, 2]]  # level-0 [24, 64) x [56, 96)
+    assert np.argwhere(wide).tolist() == [
+        [0, 1],
+        [0, 2],
+        [1, 1],
+        [1, 2],
+    ]  # level-0 [24, 64) x [56, 96)
 
 
 def test_a_computed_level_forces_the_chunks_it_is_averaged_from() -> None:
@@ -56,7 +61,9 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     from engine.synth import generate_cohort
 
     base = tmp_path_factory.mktemp("sparse")
-    manifest = generate_cohort(base / "cohort", 1, seed=5, width_px=3072, height_px=3072, tissue_fraction=0.15)
+    manifest = generate_cohort(
+        base / "cohort", 1, seed=5, width_px=3072, height_px=3072, tissue_fraction=0.15
+    )
     (entry,) = read_manifest(manifest).entries
     for name, params in (("sparse", SPARSE), ("full", FULL)):
         convert_slide(entry, FleetLayout(base / name), params)
@@ -80,10 +87,14 @@ def test_level0_equals_openslide_inside_written_chunks_and_is_glass_elsewhere(st
     written = _written_px(group, "0", level0.shape[1:], SPARSE.chunk_px)
     assert 0.05 < written.mean() < 0.9, "the test slide must have both written and unwritten chunks"
     with open_slide(slide_path) as slide:
-        raw = slide.read_region_rgb(0, 0, 0, slide.info.width_px, slide.info.height_px).transpose(2, 0, 1)
+        raw = slide.read_region_rgb(0, 0, 0, slide.info.width_px, slide.info.height_px).transpose(
+            2, 0, 1
+        )
     np.testing.assert_array_equal(level0[:, written], raw[:, written])
     assert (level0[:, ~written] == 255).all()
-    assert not (raw[:, ~written] == 255).all(), "glass is not pure white: unwritten chunks were really skipped"
+    assert not (raw[:, ~written] == 255).all(), (
+        "glass is not pure white: unwritten chunks were really skipped"
+    )
 
 
 def test_sparse_store_records_its_coverage_margin_and_complete_levels(stores) -> None:
@@ -93,8 +104,12 @@ def test_sparse_store_records_its_coverage_margin_and_complete_levels(stores) ->
     provenance = meta["sparse"]
     assert provenance["enabled"] and provenance["margin_um"] == 160.0
     tissue_level = int(provenance["tissue_level"])
-    finer = [level["path"] for index, level in enumerate(meta["levels"])
-             if index < tissue_level and meta["mpp_x"] * level["downsample_x"] < provenance["complete_from_um"] * 0.99]
+    finer = [
+        level["path"]
+        for index, level in enumerate(meta["levels"])
+        if index < tissue_level
+        and meta["mpp_x"] * level["downsample_x"] < provenance["complete_from_um"] * 0.99
+    ]
     assert provenance["sparse_levels"] == finer and finer
     for level in meta["levels"]:
         path = level["path"]
@@ -113,7 +128,11 @@ def test_sparse_store_records_its_coverage_margin_and_complete_levels(stores) ->
 
 
 def test_sparse_parameters_are_part_of_the_store_key() -> None:
-    hashes = {SPARSE.output_hash(), FULL.output_hash(), SPARSE.model_copy(update={"sparse_margin_um": 96.0}).output_hash()}
+    hashes = {
+        SPARSE.output_hash(),
+        FULL.output_hash(),
+        SPARSE.model_copy(update={"sparse_margin_um": 96.0}).output_hash(),
+    }
     assert len(hashes) == 3
     assert SPARSE.model_copy(update={"cpus_per_slide": 7}).output_hash() == SPARSE.output_hash()
 
@@ -127,21 +146,33 @@ def test_rerun_with_other_thread_counts_gives_identical_stores(stores, tmp_path:
     for path in provenance["sparse_levels"] + [provenance["tissue_level"]]:
         np.testing.assert_array_equal(again[path][:], first[path][:])
         if path in provenance["sparse_levels"]:
-            np.testing.assert_array_equal(again[f"{COVERAGE_GROUP}/{path}"][:], first[f"{COVERAGE_GROUP}/{path}"][:])
+            np.testing.assert_array_equal(
+                again[f"{COVERAGE_GROUP}/{path}"][:], first[f"{COVERAGE_GROUP}/{path}"][:]
+            )
 
 
-def test_a_level_computed_without_storing_the_levels_in_between_equals_the_full_pyramid(tmp_path: Path) -> None:
+def test_a_level_computed_without_storing_the_levels_in_between_equals_the_full_pyramid(
+    tmp_path: Path,
+) -> None:
     # CMU-1-Small-Region has one native level: the tissue level is averaged straight from level 0.
     (entry,) = read_manifest(_manifest(tmp_path, CMU_SMALL)).entries
     params = IngestParams(sparse_margin_um=0.0)
     convert_slide(entry, FleetLayout(tmp_path / "sparse"), params)
-    convert_slide(entry, FleetLayout(tmp_path / "full"), params.model_copy(update={"sparse": False}))
+    convert_slide(
+        entry, FleetLayout(tmp_path / "full"), params.model_copy(update={"sparse": False})
+    )
     sparse, full = _store(tmp_path / "sparse"), _store(tmp_path / "full")
     tissue_level = sparse.attrs["slidefleet"]["sparse"]["tissue_level"]
-    assert tissue_level != "0" and sparse.attrs["slidefleet"]["levels"][int(tissue_level)]["native_level"] is None
+    assert (
+        tissue_level != "0"
+        and sparse.attrs["slidefleet"]["levels"][int(tissue_level)]["native_level"] is None
+    )
     np.testing.assert_array_equal(sparse[tissue_level][:], full[tissue_level][:])
     # Level 0 was decoded once for that, kept, then pruned to the chunks touching tissue.
-    assert sparse.attrs["slidefleet"]["decoded_megapixels"] == full.attrs["slidefleet"]["decoded_megapixels"]
+    assert (
+        sparse.attrs["slidefleet"]["decoded_megapixels"]
+        == full.attrs["slidefleet"]["decoded_megapixels"]
+    )
     level0, full0 = np.asarray(sparse["0"][:]), np.asarray(full["0"][:])
     written = _written_px(sparse, "0", level0.shape[1:], sparse["0"].chunks[-1])
     assert 0 < written.mean() < 1
@@ -189,7 +220,9 @@ def test_infer_never_reads_an_unconverted_chunk(stores, tmp_path: Path, ray_sess
     assert store.chunk_coverage(store.levels[0]) is not None
 
 
-def test_a_model_wider_than_the_margin_is_refused_with_the_margin_it_needs(stores, ray_session) -> None:
+def test_a_model_wider_than_the_margin_is_refused_with_the_margin_it_needs(
+    stores, ray_session
+) -> None:
     sparse_root, full_root, _ = stores
     card = darkness_card("wide").model_dump()
     card.update(tile_size_px=1024, mpp=0.5)  # 1024 px at 0.5 µm = 512 µm, beyond the 160 µm margin
@@ -202,21 +235,31 @@ def test_a_model_wider_than_the_margin_is_refused_with_the_margin_it_needs(store
     assert not report.failures and report.scored
 
 
-def test_compact_jpeg_mode_is_smaller_close_to_the_slide_and_readable_in_a_fresh_process(stores, tmp_path) -> None:
+def test_compact_jpeg_mode_is_smaller_close_to_the_slide_and_readable_in_a_fresh_process(
+    stores, tmp_path
+) -> None:
     import json
     import subprocess
     import sys
 
     sparse_root, _, slide_path = stores
     (entry,) = read_manifest(slide_path.parent.parent / "manifest.csv").entries
-    result = convert_slide(entry, FleetLayout(tmp_path), SPARSE.model_copy(update={"codec": "jpeg"}))
+    result = convert_slide(
+        entry, FleetLayout(tmp_path), SPARSE.model_copy(update={"codec": "jpeg"})
+    )
     assert SPARSE.model_copy(update={"codec": "jpeg"}).output_hash() != SPARSE.output_hash()
     meta = json.loads((Path(result.store_path) / "0" / "zarr.json").read_text())
     assert meta["codecs"][0]["name"] == "slidefleet.jpeg"
-    code = ("import sys, numpy as np, zarr, engine.store; "
-            "print(np.asarray(zarr.open_array(sys.argv[1], mode='r')[:]).astype(np.int64).sum())")
-    total = subprocess.run([sys.executable, "-c", code, str(Path(result.store_path) / "0")],
-                           check=True, capture_output=True, text=True).stdout
+    code = (
+        "import sys, numpy as np, zarr, engine.store; "
+        "print(np.asarray(zarr.open_array(sys.argv[1], mode='r')[:]).astype(np.int64).sum())"
+    )
+    total = subprocess.run(
+        [sys.executable, "-c", code, str(Path(result.store_path) / "0")],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     group = zarr.open_group(result.store_path, mode="r")
     level0 = np.asarray(group["0"][:])
     assert int(total) == level0.astype(np.int64).sum()
@@ -224,7 +267,9 @@ def test_compact_jpeg_mode_is_smaller_close_to_the_slide_and_readable_in_a_fresh
     lossless = np.asarray(_store(sparse_root)["0"][:])
     error = np.abs(level0[:, written].astype(np.int16) - lossless[:, written]).mean()
     assert 0 < error < 3.0
-    jpeg_bytes = sum(p.stat().st_size for p in (Path(result.store_path) / "0").rglob("*") if p.is_file())
+    jpeg_bytes = sum(
+        p.stat().st_size for p in (Path(result.store_path) / "0").rglob("*") if p.is_file()
+    )
     (lossless_store,) = (sparse_root / "slides").glob("*.ome.zarr")
     zstd_bytes = sum(p.stat().st_size for p in (lossless_store / "0").rglob("*") if p.is_file())
     assert jpeg_bytes < zstd_bytes / 2

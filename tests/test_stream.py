@@ -22,10 +22,23 @@ _VOLATILE = {"run_id", "written_at", "engine_version"}
 
 def _rows(table) -> list[dict]:  # noqa: ANN001 - pyarrow.Table
     """Rows without provenance; floats compared to 1e-9 (BLAS threads may order sums differently)."""
-    rows = [{k: pytest.approx(v, rel=1e-9, abs=1e-12) if isinstance(v, float) else v
-             for k, v in r.items() if k not in _VOLATILE} for r in table.to_pylist()]
-    return sorted(rows, key=lambda r: (r.get("slide_id") or "", str(r.get("statistic")), str(r.get("scope")),
-                                       str(r.get("threshold"))))
+    rows = [
+        {
+            k: pytest.approx(v, rel=1e-9, abs=1e-12) if isinstance(v, float) else v
+            for k, v in r.items()
+            if k not in _VOLATILE
+        }
+        for r in table.to_pylist()
+    ]
+    return sorted(
+        rows,
+        key=lambda r: (
+            r.get("slide_id") or "",
+            str(r.get("statistic")),
+            str(r.get("scope")),
+            str(r.get("threshold")),
+        ),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +48,20 @@ def runs(tmp_path_factory: pytest.TempPathFactory, synth_cohort: Path, ray_sessi
         rows = list(csv.DictReader(handle))
     for row in rows:
         row["path"] = str(synth_cohort.parent / row["path"])
-        row["annotation"] = str(synth_cohort.parent / row["annotation"]) if row["annotation"] else ""
+        row["annotation"] = (
+            str(synth_cohort.parent / row["annotation"]) if row["annotation"] else ""
+        )
     broken = work / "broken.tif"
     broken.write_bytes(b"\x00" * 4096)
-    rows.insert(0, {**{k: "" for k in rows[0]}, "slide_id": "broken", "path": str(broken), "split": "calibration"})
+    rows.insert(
+        0,
+        {
+            **{k: "" for k in rows[0]},
+            "slide_id": "broken",
+            "path": str(broken),
+            "split": "calibration",
+        },
+    )
     manifest = work / "manifest.csv"
     with manifest.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
@@ -49,7 +72,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory, synth_cohort: Path, ray_sessi
         root = work / mode
         root.mkdir()
         register(root, Darkness(), darkness_card("darkness", "1"))
-        job = JobConfig(manifest=str(manifest), root=str(root), models=["darkness"], stream=mode == "stream")
+        job = JobConfig(
+            manifest=str(manifest), root=str(root), models=["darkness"], stream=mode == "stream"
+        )
         results[mode] = score_cohort(config=job, progress=False)
     return results
 
@@ -69,7 +94,10 @@ def test_a_failed_slide_flows_past_and_calibration_slides_go_first(runs) -> None
     assert [(f.stage, f.slide_id) for f in streamed.failures] == [("ingest", "broken")]
     record = json.loads(streamed.run_record.read_text())
     order = record["stages"]["stream"]["ingest_order"]
-    assert order[:2] == ["broken", "synth_002"] or order[:2] == ["synth_002", "broken"]  # the calibration split
+    assert order[:2] == ["broken", "synth_002"] or order[:2] == [
+        "synth_002",
+        "broken",
+    ]  # the calibration split
     assert sorted(order) == ["broken", *[f"synth_00{i}" for i in range(4)]]
 
 
@@ -81,8 +109,11 @@ def test_the_run_record_reports_time_to_first_slide_row_and_one_actor_pool(runs)
     infer = record["stages"]["infer:darkness:1"]
     assert len(infer["actors"]) == stream["actors_per_model"]  # started once for the whole stream
     assert sum(a["tiles"] for a in infer["actors"]) == infer["tiles"] > 0
-    assert all(slide["stream:darkness:1"]["infer_outcome"] == "committed"
-               for sid, slide in record["slides"].items() if sid != "broken")
+    assert all(
+        slide["stream:darkness:1"]["infer_outcome"] == "committed"
+        for sid, slide in record["slides"].items()
+        if sid != "broken"
+    )
 
 
 def test_cpus_are_split_so_ingest_and_actors_never_starve_each_other() -> None:

@@ -25,7 +25,9 @@ MODEL_MPP = 2.0  # darkness_card
 
 
 @pytest.fixture(scope="module")
-def off_mpp_fleet(tmp_path_factory: pytest.TempPathFactory, synth_cohort: Path, ray_session) -> Path:
+def off_mpp_fleet(
+    tmp_path_factory: pytest.TempPathFactory, synth_cohort: Path, ray_session
+) -> Path:
     """One synthetic slide ingested twice, with its mpp overridden to 0.46 and to 0.499."""
     work = tmp_path_factory.mktemp("off_mpp")
     slide = synth_cohort.parent / "slides" / "synth_001.tif"
@@ -36,14 +38,20 @@ def off_mpp_fleet(tmp_path_factory: pytest.TempPathFactory, synth_cohort: Path, 
     return work / "root"
 
 
-def test_model_frame_reads_within_tolerance_as_stored_and_resamples_otherwise(off_mpp_fleet: Path) -> None:
-    near = model_frame(SlideStore.open(off_mpp_fleet / "slides" / "at0499.ome.zarr"), MODEL_MPP, 0.03)
+def test_model_frame_reads_within_tolerance_as_stored_and_resamples_otherwise(
+    off_mpp_fleet: Path,
+) -> None:
+    near = model_frame(
+        SlideStore.open(off_mpp_fleet / "slides" / "at0499.ome.zarr"), MODEL_MPP, 0.03
+    )
     assert (near.resampled, near.source_level) == (False, "2")
     assert near.level0_per_model_px_x == pytest.approx(4.0)
     far = model_frame(SlideStore.open(off_mpp_fleet / "slides" / "at046.ome.zarr"), MODEL_MPP, 0.03)
     assert (far.resampled, far.source_level) == (True, "2")
     assert far.level0_per_model_px_x == pytest.approx(MODEL_MPP / 0.46)
-    strict = model_frame(SlideStore.open(off_mpp_fleet / "slides" / "at0499.ome.zarr"), MODEL_MPP, 0.0)
+    strict = model_frame(
+        SlideStore.open(off_mpp_fleet / "slides" / "at0499.ome.zarr"), MODEL_MPP, 0.0
+    )
     assert strict.resampled
 
 
@@ -56,32 +64,46 @@ def test_a_tile_reads_the_same_pixels_from_any_window(off_mpp_fleet: Path) -> No
     alone = read_model_window(store, level, f, tile)
     for x0, y0 in [(0, 0), (17, 3), (100, 80), (129, 90)]:
         big = read_model_window(store, level, f, (x0, y0, 400, 300))
-        np.testing.assert_array_equal(big[91 - y0 : 91 - y0 + 128, 137 - x0 : 137 - x0 + 128], alone)
+        np.testing.assert_array_equal(
+            big[91 - y0 : 91 - y0 + 128, 137 - x0 : 137 - x0 + 128], alone
+        )
 
 
 def test_resampling_puts_each_model_pixel_at_its_physical_centre() -> None:
     # Each model pixel's filter is centred on its physical centre: a ramp (value = source index)
     # comes back within the sampling of a triangle 1.09 source px wide (the old floor-and-stretch
     # read was off by up to 0.59 px, varying with the tile's place in its unit).
-    taps, weights = resample_taps(5, 50, level0_per_model_px=4.35, mpp=0.46, scale_um=1.84, translation_um=0.69)
+    taps, weights = resample_taps(
+        5, 50, level0_per_model_px=4.35, mpp=0.46, scale_um=1.84, translation_um=0.69
+    )
     centre_um = ((5 + np.arange(50) + 0.5) * 4.35 - 0.5) * 0.46
     np.testing.assert_allclose((taps * weights).sum(axis=1), (centre_um - 0.69) / 1.84, atol=0.07)
     np.testing.assert_allclose(weights.sum(axis=1), 1.0)
     # Upsampling is bilinear, which reproduces a ramp exactly.
-    taps, weights = resample_taps(0, 30, level0_per_model_px=0.5, mpp=1.0, scale_um=1.0, translation_um=0.0)
-    np.testing.assert_allclose((taps * weights).sum(axis=1), (np.arange(30) + 0.5) * 0.5 - 0.5, atol=1e-9)
+    taps, weights = resample_taps(
+        0, 30, level0_per_model_px=0.5, mpp=1.0, scale_um=1.0, translation_um=0.0
+    )
+    np.testing.assert_allclose(
+        (taps * weights).sum(axis=1), (np.arange(30) + 0.5) * 0.5 - 0.5, atol=1e-9
+    )
 
 
-def test_maps_do_not_depend_on_unit_tiles_and_record_how_tiles_were_read(off_mpp_fleet: Path) -> None:
+def test_maps_do_not_depend_on_unit_tiles_and_record_how_tiles_were_read(
+    off_mpp_fleet: Path,
+) -> None:
     model = register(off_mpp_fleet, Darkness(), darkness_card("darkness-units"))
     maps: dict[int, dict[str, np.ndarray]] = {}
     for unit_tiles in (2, 3):
         shutil.rmtree(off_mpp_fleet / "predictions" / model.model_id, ignore_errors=True)
-        report = infer(off_mpp_fleet, model.ref, progress=False, params=InferParams(unit_tiles=unit_tiles))
+        report = infer(
+            off_mpp_fleet, model.ref, progress=False, params=InferParams(unit_tiles=unit_tiles)
+        )
         assert not report.failures and len(report.scored) == 2
         maps[unit_tiles] = {}
         for slide_id in ("at046", "at0499"):
-            group = zarr.open_group(off_mpp_fleet / "predictions" / model.model_id / f"{slide_id}.zarr", mode="r")
+            group = zarr.open_group(
+                off_mpp_fleet / "predictions" / model.model_id / f"{slide_id}.zarr", mode="r"
+            )
             maps[unit_tiles][slide_id] = np.asarray(group["0"][:])
             reading = group.attrs["slidefleet"]["tile_reading"]
             assert reading["resampled"] is (slide_id == "at046")

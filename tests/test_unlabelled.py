@@ -25,7 +25,12 @@ def _unlabelled_manifest(synth_cohort: Path, out: Path, n: int = 2) -> Path:
         writer = csv.DictWriter(handle, fieldnames=["slide_id", "path"])
         writer.writeheader()
         for row in rows:
-            writer.writerow({"slide_id": f"new_{row['slide_id']}", "path": str(synth_cohort.parent / row["path"])})
+            writer.writerow(
+                {
+                    "slide_id": f"new_{row['slide_id']}",
+                    "path": str(synth_cohort.parent / row["path"]),
+                }
+            )
     return manifest
 
 
@@ -45,7 +50,9 @@ def test_an_unlabelled_cohort_uses_the_model_cards_default_threshold(
     result = score_cohort(manifest, "darkness", root=root, progress=False)
     assert result.failures == [], result.failures
     post = result.stages["post:darkness:1"]
-    assert post["threshold"] == pytest.approx(0.2) and post["threshold_source"]["kind"] == "model_card"
+    assert (
+        post["threshold"] == pytest.approx(0.2) and post["threshold_source"]["kind"] == "model_card"
+    )
     slides = result.tables["slides"].to_pylist()
     assert sorted(r["slide_id"] for r in slides) == ["new_synth_000", "new_synth_001"]
     assert all(r["threshold"] == pytest.approx(0.2) for r in slides)
@@ -61,8 +68,13 @@ def test_a_threshold_fitted_on_a_calibration_cohort_is_reused_for_a_later_unlabe
     registered = register(calibration_root, Darkness(), darkness_card("darkness", "1"))
     calibrated = score_cohort(synth_cohort, "darkness", root=calibration_root, progress=False)
     fitted = calibrated.stages["post:darkness:1"]["threshold"]
-    assert fitted is not None and calibrated.stages["post:darkness:1"]["threshold_source"]["kind"] == "calibration_fit"
-    stored = json.loads((calibration_root / "models" / "darkness" / "1" / "thresholds.json").read_text())
+    assert (
+        fitted is not None
+        and calibrated.stages["post:darkness:1"]["threshold_source"]["kind"] == "calibration_fit"
+    )
+    stored = json.loads(
+        (calibration_root / "models" / "darkness" / "1" / "thresholds.json").read_text()
+    )
     assert [e["threshold"] for e in stored["entries"]] == [fitted]
 
     # A new fleet for new slides, with the registry entry (model, card, thresholds) copied over.
@@ -75,11 +87,15 @@ def test_a_threshold_fitted_on_a_calibration_cohort_is_reused_for_a_later_unlabe
     post = result.stages["post:darkness:1"]
     assert post["threshold"] == fitted
     source = post["threshold_source"]
-    assert source["kind"] == "stored_fit" and source["fleet_root"] == str(calibration_root.resolve())
+    assert source["kind"] == "stored_fit" and source["fleet_root"] == str(
+        calibration_root.resolve()
+    )
     assert source["calibration_slide_ids"] == ["synth_002"]
     slides = result.tables["slides"].to_pylist()
     assert all(r["threshold"] == fitted for r in slides)
-    record = json.loads(next((root / "tables" / "_post" / registered.model_id).glob("*.json")).read_text())
+    record = json.loads(
+        next((root / "tables" / "_post" / registered.model_id).glob("*.json")).read_text()
+    )
     assert record["threshold_source"]["kind"] == "stored_fit"
     for row in slides:  # outlines drawn at the reused threshold
         assert _geojson_features(root, registered.model_id, row["slide_id"]) == row["n_regions"]

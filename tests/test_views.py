@@ -120,7 +120,9 @@ def test_resample_nearest_maps_grids_through_physical_space() -> None:
 
 def test_level0_placement_follows_the_ngff_convention() -> None:
     level = ngff.level_scale("0", 0.5, 0.5, 16, 16)
-    grid = Frame(level.scale_y_um, level.scale_x_um, level.translation_y_um, level.translation_x_um, 10, 10)
+    grid = Frame(
+        level.scale_y_um, level.scale_x_um, level.translation_y_um, level.translation_x_um, 10, 10
+    )
     assert grid.level0_placement(0.5, 0.5) == pytest.approx(
         {
             "origin_x_level0_px": 0.0,
@@ -489,11 +491,16 @@ def test_geojson_round_trips_through_the_annotation_reader(
         height, width = array.shape[1:]
         back = annotation.rasterise_block(0, 0, width, height, ds) > 0
         tissue_level = level_for_scale(store.label_levels("tissue"), row["pixel_um"])
-        grid = Frame(row["pixel_um"], row["pixel_um"], row["pixel_um"] / 2 - store.mpp / 2, row["pixel_um"] / 2 - store.mpp / 2, height, width)
+        grid = Frame(
+            row["pixel_um"],
+            row["pixel_um"],
+            row["pixel_um"] / 2 - store.mpp / 2,
+            row["pixel_um"] / 2 - store.mpp / 2,
+            height,
+            width,
+        )
         tissue = (
-            resample_nearest(
-                np.asarray(store.label("tissue", tissue_level)[:]), tissue_level, grid
-            )
+            resample_nearest(np.asarray(store.label("tissue", tissue_level)[:]), tissue_level, grid)
             > 0
         )
         rule = RegionRule(
@@ -819,21 +826,28 @@ def test_views_export_post_outlines_as_written_and_they_rasterise_back_to_post_m
     regions = read_table(fleet["root"] / "tables", "regions").to_pylist()
     checked = 0
     for views in fleet["views"].slides:
-        rows = sorted((r for r in regions if r["slide_id"] == views.slide_id), key=lambda r: r["region_id"])
+        rows = sorted(
+            (r for r in regions if r["slide_id"] == views.slide_id), key=lambda r: r["region_id"]
+        )
         if not rows:
             continue
         store = SlideStore.open(fleet["root"] / "slides" / f"{views.slide_id}.ome.zarr")
         prediction = PredictionStore.open(
-            fleet["root"] / "predictions" / fleet["model"].model_id / f"{views.slide_id}.zarr")
+            fleet["root"] / "predictions" / fleet["model"].model_id / f"{views.slide_id}.zarr"
+        )
         grid = min(prediction.levels, key=lambda lv: lv.scale_x_um * lv.scale_y_um)
         features = _geojson(fleet, views.slide_id)["features"]
         for feature, row in zip(features, rows, strict=True):
             written = shapely.from_wkb(row["outline_wkb"])
             assert shapely.geometry.shape(feature["geometry"]).equals(written)
             one = SlideRegions.from_rows([row], pixel_um=grid.pixel_um)
-            mask = one.mask_on(grid, mpp_x=store.mpp_x, mpp_y=store.mpp_y,
-                               level0_translation_x_um=store.levels[0].translation_x_um,
-                               level0_translation_y_um=store.levels[0].translation_y_um)
+            mask = one.mask_on(
+                grid,
+                mpp_x=store.mpp_x,
+                mpp_y=store.mpp_y,
+                level0_translation_x_um=store.levels[0].translation_x_um,
+                level0_translation_y_um=store.levels[0].translation_y_um,
+            )
             assert int(mask.sum()) == row["area_px"], (views.slide_id, row["region_id"])
             checked += 1
     assert checked > 0

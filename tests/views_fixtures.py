@@ -21,10 +21,7 @@ from engine.views.grid import level_for_scale
 
 def _on_grid(store: SlideStore, label: str, grid: Frame) -> np.ndarray:
     level = level_for_scale(store.label_levels(label), grid.pixel_um)
-    return (
-        resample_nearest(np.asarray(store.label(label, level)[:]), level, grid, fill=0)
-        > 0
-    )
+    return resample_nearest(np.asarray(store.label(label, level)[:]), level, grid, fill=0) > 0
 
 
 def write_multiclass_prediction(
@@ -39,7 +36,14 @@ def write_multiclass_prediction(
     ds_x, ds_y = pixel_um / store.mpp_x, pixel_um / store.mpp_y
     height, width = int(np.ceil(store.height_px / ds_y)), int(np.ceil(store.width_px / ds_x))
     level = ngff.level_scale("0", store.mpp_y, store.mpp_x, ds_y, ds_x)
-    grid = Frame(level.scale_y_um, level.scale_x_um, level.translation_y_um, level.translation_x_um, height, width)
+    grid = Frame(
+        level.scale_y_um,
+        level.scale_x_um,
+        level.translation_y_um,
+        level.translation_x_um,
+        height,
+        width,
+    )
     tissue = _on_grid(store, "tissue", grid)
     n = len(class_names)
     band = np.minimum((np.arange(width) * n) // width, n - 1)

@@ -7,7 +7,11 @@ from pathlib import Path
 
 
 def run_benchmark(
-    stage: str, workdir: Path | None, *, quick: bool = False, slides: Sequence[int] | None = None,
+    stage: str,
+    workdir: Path | None,
+    *,
+    quick: bool = False,
+    slides: Sequence[int] | None = None,
     wsinfer_python: str | None = None,
 ) -> int:
     if stage == "cohort":

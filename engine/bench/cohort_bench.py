@@ -39,11 +39,26 @@ def _prepare(base: Path, n: int, slide_px: int) -> Path:
 
 
 def _measure(mode: str, manifest: Path, root: Path) -> dict[str, Any]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]),
-                                                        os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")]
+        ),
+    }
     done = subprocess.run(
-        [sys.executable, "-m", "engine.bench.cohort_bench", "--worker", mode, str(manifest), str(root)],
-        capture_output=True, text=True, env=env, check=False,
+        [
+            sys.executable,
+            "-m",
+            "engine.bench.cohort_bench",
+            "--worker",
+            mode,
+            str(manifest),
+            str(root),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
     )
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
@@ -63,36 +78,59 @@ def _worker(mode: str, manifest: Path, root: Path) -> None:
         started = time.perf_counter()
         for attempt in range(3):  # a loaded machine can miss Ray's 30 s raylet start-up window
             try:
-                ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+                ray.init(
+                    address="local",
+                    num_cpus=os.cpu_count(),
+                    include_dashboard=False,
+                    log_to_driver=False,
+                )
                 break
             except Exception:  # noqa: BLE001 - retried, then raised
                 ray.shutdown()
                 if attempt == 2:
                     raise
         ray_start_s = time.perf_counter() - started
-        job = JobConfig(manifest=str(manifest), root=str(root), models=[model.ref], stream=(mode == "stream"))
+        job = JobConfig(
+            manifest=str(manifest), root=str(root), models=[model.ref], stream=(mode == "stream")
+        )
         result = score_cohort(config=job, progress=False)
         makespan = time.perf_counter() - started
         ray.shutdown()
-    stages = {name: values.get("seconds") for name, values in result.stages.items()
-              if name.split(":")[0] in ("ingest", "infer", "post", "views")}
+    stages = {
+        name: values.get("seconds")
+        for name, values in result.stages.items()
+        if name.split(":")[0] in ("ingest", "infer", "post", "views")
+    }
     first_row = result.stages.get("stream", {}).get("first_slide_row_s")
-    print(json.dumps({
-        "mode": mode, "makespan_s": makespan, "ray_start_s": ray_start_s, "stages": stages,
-        "first_slide_row_s": first_row, "peak_rss_mib": monitor.peak_bytes / 2**20,
-        "slides": result.tables["slides"].num_rows, "failures": len(result.failures),
-    }))
+    print(
+        json.dumps(
+            {
+                "mode": mode,
+                "makespan_s": makespan,
+                "ray_start_s": ray_start_s,
+                "stages": stages,
+                "first_slide_row_s": first_row,
+                "peak_rss_mib": monitor.peak_bytes / 2**20,
+                "slides": result.tables["slides"].num_rows,
+                "failures": len(result.failures),
+            }
+        )
+    )
 
 
 def bench_cohort(workdir: Path | None, *, slides: Sequence[int], quick: bool = False) -> int:
     slide_px = _QUICK_PX if quick else _SLIDE_PX
     with tempfile.TemporaryDirectory(prefix="slidefleet-bench-cohort-") as tmp:
         base = Path(workdir) if workdir else Path(tmp)
-        print(f"slidefleet bench cohort: {slide_px}x{slide_px} px synthetic slides at 0.5 µm/px, a small "
-              f"TorchScript model, {os.cpu_count()} CPUs; each run a fresh process tree and a fresh root")
-        header = (f"{'slides':>6s} {'staged s':>9s} {'sum stages':>10s} {'slowest':>8s} {'streamed s':>10s} "
-                  f"{'÷sum':>5s} {'÷slowest':>8s} {'1st row staged':>14s} {'1st row streamed':>16s} "
-                  f"{'RSS staged':>10s} {'RSS streamed':>12s}")
+        print(
+            f"slidefleet bench cohort: {slide_px}x{slide_px} px synthetic slides at 0.5 µm/px, a small "
+            f"TorchScript model, {os.cpu_count()} CPUs; each run a fresh process tree and a fresh root"
+        )
+        header = (
+            f"{'slides':>6s} {'staged s':>9s} {'sum stages':>10s} {'slowest':>8s} {'streamed s':>10s} "
+            f"{'÷sum':>5s} {'÷slowest':>8s} {'1st row staged':>14s} {'1st row streamed':>16s} "
+            f"{'RSS staged':>10s} {'RSS streamed':>12s}"
+        )
         rows = []
         for n in slides:
             manifest = _prepare(base, n, slide_px)
@@ -105,21 +143,30 @@ def bench_cohort(workdir: Path | None, *, slides: Sequence[int], quick: bool = F
             slowest_name, slowest = max(stage_s.items(), key=lambda kv: kv[1])
             staged_first = sum(v for k, v in stage_s.items() if not k.startswith("views"))
             rows.append((n, staged, streamed, total, slowest_name, slowest, staged_first))
-            print(f"  {n} slides: staged stages " + ", ".join(f"{k} {v:.1f}s" for k, v in stage_s.items()))
+            print(
+                f"  {n} slides: staged stages "
+                + ", ".join(f"{k} {v:.1f}s" for k, v in stage_s.items())
+            )
         print(header)
         for n, staged, streamed, total, _name, slowest, staged_first in rows:
             work = streamed["makespan_s"] - streamed["ray_start_s"]
             first = streamed["first_slide_row_s"]
-            print(f"{n:6d} {staged['makespan_s']:9.1f} {total:10.1f} {slowest:8.1f} {streamed['makespan_s']:10.1f} "
-                  f"{work / total:5.2f} {work / slowest:8.2f} {staged_first:14.1f} "
-                  f"{'-' if first is None else f'{first:.1f}':>16s} {staged['peak_rss_mib']:8.0f}Mi "
-                  f"{streamed['peak_rss_mib']:10.0f}Mi")
-        print("÷sum and ÷slowest: the streamed makespan without Ray's start-up, over the staged run's sum of "
-              "stage seconds and over its slowest stage alone. 1st row: seconds to the first slide's post row "
-              "(staged: after ingest, infer and post of the whole cohort).")
+            print(
+                f"{n:6d} {staged['makespan_s']:9.1f} {total:10.1f} {slowest:8.1f} {streamed['makespan_s']:10.1f} "
+                f"{work / total:5.2f} {work / slowest:8.2f} {staged_first:14.1f} "
+                f"{'-' if first is None else f'{first:.1f}':>16s} {staged['peak_rss_mib']:8.0f}Mi "
+                f"{streamed['peak_rss_mib']:10.0f}Mi"
+            )
+        print(
+            "÷sum and ÷slowest: the streamed makespan without Ray's start-up, over the staged run's sum of "
+            "stage seconds and over its slowest stage alone. 1st row: seconds to the first slide's post row "
+            "(staged: after ingest, infer and post of the whole cohort)."
+        )
         for n, staged, streamed, *_ in rows:
             if staged["failures"] or streamed["failures"]:
-                print(f"  note: {n} slides: {staged['failures']} staged / {streamed['failures']} streamed failure rows")
+                print(
+                    f"  note: {n} slides: {staged['failures']} staged / {streamed['failures']} streamed failure rows"
+                )
     return 0
 
 

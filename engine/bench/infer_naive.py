@@ -32,7 +32,11 @@ def main() -> None:
         store = SlideStore.open(layout.slide_store(entry.slide_id))
         geometry, units = _plan_slide(store, registered, InferParams())
         positions = [
-            (u.row0 + r, u.col0 + c) for u in units for r in range(u.rows) for c in range(u.cols) if u.tile_mask[r][c]
+            (u.row0 + r, u.col0 + c)
+            for u in units
+            for r in range(u.rows)
+            for c in range(u.cols)
+            if u.tile_mask[r][c]
         ]
         with open_slide(entry.path) as slide:
             factor = card.mpp / slide.info.mpp
@@ -45,7 +49,9 @@ def main() -> None:
                 y0 = round((row * geometry.step_px - geometry.crop_px) * factor)
                 region = slide.read_region_rgb(x0, y0, level, read_px, read_px)
                 if read_px != card.tile_size_px:
-                    region = np.asarray(Image.fromarray(region).resize((card.tile_size_px,) * 2, Image.BILINEAR))
+                    region = np.asarray(
+                        Image.fromarray(region).resize((card.tile_size_px,) * 2, Image.BILINEAR)
+                    )
                 batch.append(region)
                 if len(batch) == batch_size or index == len(positions) - 1:
                     with torch.inference_mode():
@@ -53,10 +59,16 @@ def main() -> None:
                     tiles_done += len(batch)
                     batch = []
     seconds = time.perf_counter() - started
-    print(json.dumps({
-        "tiles": tiles_done, "seconds": seconds, "tiles_per_s": tiles_done / seconds,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    }))
+    print(
+        json.dumps(
+            {
+                "tiles": tiles_done,
+                "seconds": seconds,
+                "tiles_per_s": tiles_done / seconds,
+                "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -23,14 +23,22 @@ from typing import Any
 from engine.ingest.levels import default_threads
 
 _WORKER = "engine.bench.ingest_worker"
-_CMU = Path(__file__).resolve().parents[2].parent / "shared" / "slides" / "openslide-testdata" / "CMU-1-Small-Region.svs"
+_CMU = (
+    Path(__file__).resolve().parents[2].parent
+    / "shared"
+    / "slides"
+    / "openslide-testdata"
+    / "CMU-1-Small-Region.svs"
+)
 
 
 def _measure(mode: str, manifest: Path, root: Path, threads: int) -> dict[str, Any]:
     shutil.rmtree(root, ignore_errors=True)
     output = subprocess.run(
         [sys.executable, "-m", _WORKER, mode, str(manifest), str(root), str(threads)],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     return json.loads(output.strip().splitlines()[-1])
 
@@ -41,21 +49,31 @@ def _floor_table(base: Path, side_px: int, threads: int) -> None:
     rows = []
     for factor in (1, 2):  # 2x the side = 4x the pixels
         size = side_px * factor
-        manifest = generate_cohort(base / f"slides_{size}", 1, seed=11, width_px=size, height_px=size)
+        manifest = generate_cohort(
+            base / f"slides_{size}", 1, seed=11, width_px=size, height_px=size
+        )
         floor = _measure("floor", manifest, base / f"root_{size}", threads)
         engine = _measure("full", manifest, base / f"root_{size}", threads)
         rows.append((size, floor, engine))
-    print(f"1. full conversion vs the OpenSlide floor, {threads} threads (lossless zstd, chunk 512)")
-    print(f"{'slide':>13s} {'MP':>6s} {'floor MP/s':>11s} {'engine MP/s':>12s} {'ratio':>6s} "
-          f"{'floor peak MiB':>15s} {'engine peak MiB':>16s}")
+    print(
+        f"1. full conversion vs the OpenSlide floor, {threads} threads (lossless zstd, chunk 512)"
+    )
+    print(
+        f"{'slide':>13s} {'MP':>6s} {'floor MP/s':>11s} {'engine MP/s':>12s} {'ratio':>6s} "
+        f"{'floor peak MiB':>15s} {'engine peak MiB':>16s}"
+    )
     for size, floor, engine in rows:
         megapixels = floor["megapixels"]
         floor_rate, engine_rate = megapixels / floor["seconds"], megapixels / engine["seconds"]
-        print(f"{size:>6d}x{size:<6d} {megapixels:6.1f} {floor_rate:11.1f} {engine_rate:12.1f} "
-              f"{engine_rate / floor_rate:6.2f} {floor['peak_rss_mib']:15.0f} {engine['peak_rss_mib']:16.0f}")
+        print(
+            f"{size:>6d}x{size:<6d} {megapixels:6.1f} {floor_rate:11.1f} {engine_rate:12.1f} "
+            f"{engine_rate / floor_rate:6.2f} {floor['peak_rss_mib']:15.0f} {engine['peak_rss_mib']:16.0f}"
+        )
     small, large = rows[0][2], rows[1][2]
-    print(f"peak memory, 4x larger slide / slide: {large['peak_rss_mib'] / small['peak_rss_mib']:.2f} "
-          "(1.00 = flat: memory does not grow with slide size)")
+    print(
+        f"peak memory, 4x larger slide / slide: {large['peak_rss_mib'] / small['peak_rss_mib']:.2f} "
+        "(1.00 = flat: memory does not grow with slide size)"
+    )
 
 
 def _sparse_table(base: Path, side_px: int, threads: int) -> None:
@@ -63,8 +81,14 @@ def _sparse_table(base: Path, side_px: int, threads: int) -> None:
 
     slides: list[tuple[str, Path]] = []
     for fraction in (0.15, 0.35, 0.70):
-        manifest = generate_cohort(base / f"tissue_{fraction:.2f}", 1, seed=23, width_px=side_px, height_px=side_px,
-                                   tissue_fraction=fraction)
+        manifest = generate_cohort(
+            base / f"tissue_{fraction:.2f}",
+            1,
+            seed=23,
+            width_px=side_px,
+            height_px=side_px,
+            tissue_fraction=fraction,
+        )
         slides.append((f"synth {side_px}² ~{fraction:.0%}", manifest))
     if _CMU.exists():
         cmu = base / "cmu" / "manifest.csv"
@@ -72,16 +96,20 @@ def _sparse_table(base: Path, side_px: int, threads: int) -> None:
         cmu.write_text(f"slide_id,path\ncmu1,{_CMU}\n")
         slides.append(("CMU-1-Small-Region", cmu))
     print(f"\n2. sparse vs full stores, {threads} threads (sparse margin 320 µm, chunk 512)")
-    print(f"{'slide':>22s} {'tissue':>7s} {'mode':>6s} {'decoded MP':>11s} {'seconds':>8s} {'store/source':>13s} "
-          f"{'level-0 chunks':>15s} {'sparse/full s':>14s}")
+    print(
+        f"{'slide':>22s} {'tissue':>7s} {'mode':>6s} {'decoded MP':>11s} {'seconds':>8s} {'store/source':>13s} "
+        f"{'level-0 chunks':>15s} {'sparse/full s':>14s}"
+    )
     for name, manifest in slides:
         full = _measure("full", manifest, base / "root_sparse_bench", threads)
         sparse = _measure("sparse", manifest, base / "root_sparse_bench", threads)
         tissue = _tissue_fraction(base / "root_sparse_bench")
         for mode, m in (("full", full), ("sparse", sparse)):
             ratio = "" if mode == "full" else f"{sparse['seconds'] / full['seconds']:14.2f}"
-            print(f"{name:>22s} {tissue:7.1%} {mode:>6s} {m['decoded_mp']:11.1f} {m['seconds']:8.2f} "
-                  f"{m['store_bytes'] / m['source_bytes']:13.2f} {m['level0_fraction']:15.1%} {ratio}")
+            print(
+                f"{name:>22s} {tissue:7.1%} {mode:>6s} {m['decoded_mp']:11.1f} {m['seconds']:8.2f} "
+                f"{m['store_bytes'] / m['source_bytes']:13.2f} {m['level0_fraction']:15.1%} {ratio}"
+            )
 
 
 def _tissue_fraction(root: Path) -> float:

@@ -25,16 +25,28 @@ from engine.store import FleetLayout
 def _floor(entry_path: Path, params: IngestParams, threads: int) -> tuple[float, float]:
     """(seconds, decoded MP) of reading every native level as a full conversion does."""
     with open_slide(entry_path) as slide:
-        levels = [p for p in plan_levels(slide.info, params.min_level_px) if p.native_level is not None]
+        levels = [
+            p for p in plan_levels(slide.info, params.min_level_px) if p.native_level is not None
+        ]
         decoded = 0
         started = time.perf_counter()
         for plan in levels:
+
             def read(region: tuple[int, int, int, int], plan=plan) -> None:
                 y0, y1, x0, x1 = region
-                slide.read_region_rgb(round(x0 * plan.downsample_x), round(y0 * plan.downsample_y),
-                                      plan.native_level, x1 - x0, y1 - y0)
+                slide.read_region_rgb(
+                    round(x0 * plan.downsample_x),
+                    round(y0 * plan.downsample_y),
+                    plan.native_level,
+                    x1 - x0,
+                    y1 - y0,
+                )
 
-            run_bounded(read, regions(plan.height_px, plan.width_px, params.block_px, params.chunk_px, None), threads)
+            run_bounded(
+                read,
+                regions(plan.height_px, plan.width_px, params.block_px, params.chunk_px, None),
+                threads,
+            )
             decoded += plan.width_px * plan.height_px
         return time.perf_counter() - started, decoded / 1e6
 
@@ -44,7 +56,12 @@ def _tree_bytes(path: Path) -> int:
 
 
 def main() -> None:
-    mode, manifest_path, root, threads = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])
+    mode, manifest_path, root, threads = (
+        sys.argv[1],
+        Path(sys.argv[2]),
+        Path(sys.argv[3]),
+        int(sys.argv[4]),
+    )
     (entry,) = read_manifest(manifest_path).entries
     params = IngestParams(cpus_per_slide=threads, sparse=mode == "sparse")
     store_bytes = None
@@ -64,11 +81,21 @@ def main() -> None:
     with open_slide(entry.path) as slide:
         megapixels = slide.info.width_px * slide.info.height_px / 1e6
     peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({
-        "mode": mode, "seconds": seconds, "megapixels": megapixels, "decoded_mp": decoded_mp,
-        "peak_rss_mib": peak_rss_mib, "store_bytes": store_bytes, "source_bytes": entry.path.stat().st_size,
-        "level0_fraction": level0_fraction, "threads": threads,
-    }))
+    print(
+        json.dumps(
+            {
+                "mode": mode,
+                "seconds": seconds,
+                "megapixels": megapixels,
+                "decoded_mp": decoded_mp,
+                "peak_rss_mib": peak_rss_mib,
+                "store_bytes": store_bytes,
+                "source_bytes": entry.path.stat().st_size,
+                "level0_fraction": level0_fraction,
+                "threads": threads,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

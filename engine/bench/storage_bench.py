@@ -15,7 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-_CMU = Path(__file__).resolve().parents[2].parent / "shared" / "slides" / "openslide-testdata" / "CMU-1-Small-Region.svs"
+_CMU = (
+    Path(__file__).resolve().parents[2].parent
+    / "shared"
+    / "slides"
+    / "openslide-testdata"
+    / "CMU-1-Small-Region.svs"
+)
 _MODEL = "demo-unet-tumour"
 
 
@@ -55,8 +61,19 @@ def bench_storage(workdir: Path | None, *, quick: bool = False) -> int:
     side = 4096 if quick else 8192
     with tempfile.TemporaryDirectory(prefix="slidefleet-bench-") as tmp:
         base = Path(workdir) if workdir else Path(tmp)
-        manifests = [(f"synth {side}² ~35%", generate_cohort(base / "synth35", 1, seed=23, width_px=side,
-                                                             height_px=side, tissue_fraction=0.35))]
+        manifests = [
+            (
+                f"synth {side}² ~35%",
+                generate_cohort(
+                    base / "synth35",
+                    1,
+                    seed=23,
+                    width_px=side,
+                    height_px=side,
+                    tissue_fraction=0.35,
+                ),
+            )
+        ]
         if _CMU.exists():
             cmu = base / "cmu" / "manifest.csv"
             cmu.parent.mkdir(parents=True, exist_ok=True)
@@ -64,11 +81,18 @@ def bench_storage(workdir: Path | None, *, quick: bool = False) -> int:
             manifests.append(("CMU-1-Small-Region", cmu))
         models_root = base / "models_root"
         model = next(m for m in make_demo_models(models_root) if m.name == _MODEL)
-        modes = [("zstd (default)", IngestParams()), ("jpeg q90", IngestParams(codec="jpeg", jpeg_quality=90)),
-                 ("jpeg q80", IngestParams(codec="jpeg", jpeg_quality=80))]
-        print(f"slidefleet bench storage: sparse stores, lossless zstd vs JPEG chunks; scores of {_MODEL}")
-        print(f"{'slide':>20s} {'codec':>15s} {'seconds':>8s} {'store/source':>13s} {'level-0 MAE':>12s} "
-              f"{'PSNR dB':>8s} {'max |Δp|':>9s} {'mean |Δp|':>10s} {'flips @0.5':>11s}")
+        modes = [
+            ("zstd (default)", IngestParams()),
+            ("jpeg q90", IngestParams(codec="jpeg", jpeg_quality=90)),
+            ("jpeg q80", IngestParams(codec="jpeg", jpeg_quality=80)),
+        ]
+        print(
+            f"slidefleet bench storage: sparse stores, lossless zstd vs JPEG chunks; scores of {_MODEL}"
+        )
+        print(
+            f"{'slide':>20s} {'codec':>15s} {'seconds':>8s} {'store/source':>13s} {'level-0 MAE':>12s} "
+            f"{'PSNR dB':>8s} {'max |Δp|':>9s} {'mean |Δp|':>10s} {'flips @0.5':>11s}"
+        )
         for name, manifest in manifests:
             (entry,) = read_manifest(manifest).entries
             reference: tuple[np.ndarray, np.ndarray] | None = None
@@ -85,8 +109,10 @@ def bench_storage(workdir: Path | None, *, quick: bool = False) -> int:
                 scores = _prediction(root, model.model_id)
                 if reference is None:
                     reference = (level0, scores)
-                    print(f"{name:>20s} {label:>15s} {seconds:8.2f} {ratio:13.2f} {'-':>12s} {'-':>8s} "
-                          f"{'-':>9s} {'-':>10s} {'-':>11s}")
+                    print(
+                        f"{name:>20s} {label:>15s} {seconds:8.2f} {ratio:13.2f} {'-':>12s} {'-':>8s} "
+                        f"{'-':>9s} {'-':>10s} {'-':>11s}"
+                    )
                     continue
                 ref0, ref_scores = reference
                 diff = level0[:, written].astype(np.float64) - ref0[:, written]
@@ -95,6 +121,8 @@ def bench_storage(workdir: Path | None, *, quick: bool = False) -> int:
                 both = np.isfinite(scores) & np.isfinite(ref_scores)
                 delta = np.abs(scores[both] - ref_scores[both])
                 flips = float(((scores[both] >= 0.5) != (ref_scores[both] >= 0.5)).mean())
-                print(f"{name:>20s} {label:>15s} {seconds:8.2f} {ratio:13.2f} {mae:12.2f} {psnr:8.1f} "
-                      f"{float(delta.max()):9.4f} {float(delta.mean()):10.5f} {flips:11.4%}")
+                print(
+                    f"{name:>20s} {label:>15s} {seconds:8.2f} {ratio:13.2f} {mae:12.2f} {psnr:8.1f} "
+                    f"{float(delta.max()):9.4f} {float(delta.mean()):10.5f} {flips:11.4%}"
+                )
     return 0

@@ -10,7 +10,9 @@ import numpy as np
 from engine.metrics.lesions import Detection, LesionMap
 
 
-def detection_outcomes(detections: Sequence[Detection], lesions: LesionMap | None) -> list[dict[str, Any]]:
+def detection_outcomes(
+    detections: Sequence[Detection], lesions: LesionMap | None
+) -> list[dict[str, Any]]:
     """``outcome`` and ``lesion`` of each detection, as :func:`match_detections` counts them.
 
     'tp' is the highest-confidence hit of a non-ITC lesion (the one the FROC counts),

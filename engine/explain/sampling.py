@@ -74,7 +74,11 @@ def sample_tiles(
     count = _block_sums(valid.astype(np.float64), block_px)
     area = float(block_px * block_px)
     candidate = count >= max(1.0, min_tissue * area)
-    mean = np.where(count > 0, _block_sums(np.where(valid, scores, 0.0), block_px) / np.maximum(count, 1), np.nan)
+    mean = np.where(
+        count > 0,
+        _block_sums(np.where(valid, scores, 0.0), block_px) / np.maximum(count, 1),
+        np.nan,
+    )
 
     def fraction(mask: NDArray[np.bool_] | None) -> NDArray[np.float64] | None:
         if mask is None:
@@ -90,13 +94,31 @@ def sample_tiles(
         def at(a: NDArray[np.float64] | None) -> float | None:
             return None if a is None else float(a[row, col])
 
-        return TileChoice(kind, rank, int(row), int(col), float(mean[row, col]),
-                          float(count[row, col] / area), at(pred_f), at(truth_f), at(fp_f), at(fn_f))
+        return TileChoice(
+            kind,
+            rank,
+            int(row),
+            int(col),
+            float(mean[row, col]),
+            float(count[row, col] / area),
+            at(pred_f),
+            at(truth_f),
+            at(fp_f),
+            at(fn_f),
+        )
 
-    def ranked(kind: TileKind, primary: NDArray[np.float64], secondary: NDArray[np.float64],
-               need_positive: bool) -> list[TileChoice]:
-        rows, cols = np.nonzero(candidate & (primary > 0 if need_positive else np.isfinite(primary)))
-        order = np.lexsort((rows * primary.shape[1] + cols, -secondary[rows, cols], -primary[rows, cols]))
+    def ranked(
+        kind: TileKind,
+        primary: NDArray[np.float64],
+        secondary: NDArray[np.float64],
+        need_positive: bool,
+    ) -> list[TileChoice]:
+        rows, cols = np.nonzero(
+            candidate & (primary > 0 if need_positive else np.isfinite(primary))
+        )
+        order = np.lexsort(
+            (rows * primary.shape[1] + cols, -secondary[rows, cols], -primary[rows, cols])
+        )
         return [choice(kind, i + 1, rows[j], cols[j]) for i, j in enumerate(order[:n])]
 
     chosen = ranked("top_scored", mean, mean, False) if n > 0 else []

@@ -30,19 +30,34 @@ def commit_features(
     """Gather every unit of a finished slide into its features store; returns the tile count."""
     grid, features = gather_units(partial, unit_keys)
     rows, cols = grid[:, 0], grid[:, 1]
-    coords = tile_boxes_level0(geometry, rows, cols, width_px=store.width_px, height_px=store.height_px)
+    coords = tile_boxes_level0(
+        geometry, rows, cols, width_px=store.width_px, height_px=store.height_px
+    )
     (tissue_level, *_) = store.label_levels("tissue")
     tissue = np.asarray(store.label("tissue", tissue_level)[:]).astype(bool)
     fraction = tile_tissue_fraction(
-        geometry, rows, cols, tissue,
-        tissue_scale_y_um=tissue_level.scale_y_um, tissue_scale_x_um=tissue_level.scale_x_um,
+        geometry,
+        rows,
+        cols,
+        tissue,
+        tissue_scale_y_um=tissue_level.scale_y_um,
+        tissue_scale_x_um=tissue_level.scale_x_um,
         tissue_translation_y_um=tissue_level.translation_y_um,
         tissue_translation_x_um=tissue_level.translation_x_um,
-        mpp_x=store.mpp_x, mpp_y=store.mpp_y, width_px=store.width_px, height_px=store.height_px,
+        mpp_x=store.mpp_x,
+        mpp_y=store.mpp_y,
+        width_px=store.width_px,
+        height_px=store.height_px,
     )
     finalise_features(
-        partial, final_path, key, grid=grid, features=features, coords=coords,
-        tissue_fraction=fraction, dtype=dtype,
+        partial,
+        final_path,
+        key,
+        grid=grid,
+        features=features,
+        coords=coords,
+        tissue_fraction=fraction,
+        dtype=dtype,
         attributes={
             **attributes,
             # The tile grid, so per-tile values (attention, scores) can be laid out as a map.

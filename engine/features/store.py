@@ -75,7 +75,9 @@ def write_feature_unit(
     os.replace(tmp, directory / f"{unit.key}.npz")
 
 
-def gather_units(partial: Path, unit_keys: list[str]) -> tuple[NDArray[np.int32], NDArray[np.float32]]:
+def gather_units(
+    partial: Path, unit_keys: list[str]
+) -> tuple[NDArray[np.int32], NDArray[np.float32]]:
     """Every unit's rows, sorted row-major by tile (row, col)."""
     grids, features = [], []
     for key in unit_keys:
@@ -125,8 +127,13 @@ def finalise_features(
         )
         if array.size:
             target[...] = array
-    group.attrs["slidefleet"] = {**attributes, "tiles": int(n), "embedding_dim": int(dim),
-                                 "dtype": dtype, "format": FEATURES_FORMAT_VERSION}
+    group.attrs["slidefleet"] = {
+        **attributes,
+        "tiles": int(n),
+        "embedding_dim": int(dim),
+        "dtype": dtype,
+        "format": FEATURES_FORMAT_VERSION,
+    }
     shutil.rmtree(path / UNITS_DIR, ignore_errors=True)
     write_completion(path, {"input_key": key, "result": result})
     trash = final_path.parent / f".{final_path.name}.trash-{uuid.uuid4().hex[:8]}"
@@ -173,4 +180,3 @@ def read_features(path: Path | str) -> SlideFeatures:
 def features_key(prediction_key: dict[str, Any], dtype: str) -> dict[str, Any]:
     """A features store's content key: the prediction key plus what only features depend on."""
     return {**prediction_key, "feature_dtype": dtype, "features_format": FEATURES_FORMAT_VERSION}
-

@@ -101,7 +101,9 @@ class ScoringActor:
             "gpu_ids": self.gpu_ids,
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
             "device": str(self.device),
-            "cuda_device_name": torch.cuda.get_device_name(0) if self.device.type == "cuda" else None,
+            "cuda_device_name": torch.cuda.get_device_name(0)
+            if self.device.type == "cuda"
+            else None,
         }
 
     def stats(self) -> dict[str, Any]:
@@ -112,7 +114,8 @@ class ScoringActor:
             "tiles": self._tiles,
             "model_busy_seconds": self._busy_seconds,
             "cpu_threads": self._model_thread.submit(torch.get_num_threads).result()
-            if self.device.type == "cpu" else None,
+            if self.device.type == "cpu"
+            else None,
             "wall_seconds": wall,
             "model_busy_fraction": self._busy_seconds / wall if wall > 0 else None,
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -133,45 +136,61 @@ class ScoringActor:
         """Scores (N, C, k, k) on the CPU for uint8 NHWC tiles, batch by batch."""
         outputs = []
         for start in range(0, len(tiles_uint8), self.params.batch_size):
-            batch = torch.from_numpy(tiles_uint8[start : start + self.params.batch_size]).to(self.device)
+            batch = torch.from_numpy(tiles_uint8[start : start + self.params.batch_size]).to(
+                self.device
+            )
             x = normalise(batch, self.card)
             if self.device.type == "cuda" and self.params.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
 
             def score(t: torch.Tensor) -> torch.Tensor:
-                with torch.inference_mode(), torch.autocast(
-                    device_type=self.device.type,
-                    dtype=torch.bfloat16,
-                    enabled=self.device.type == "cuda" and self.params.mixed_precision,
+                with (
+                    torch.inference_mode(),
+                    torch.autocast(
+                        device_type=self.device.type,
+                        dtype=torch.bfloat16,
+                        enabled=self.device.type == "cuda" and self.params.mixed_precision,
+                    ),
                 ):
                     raw = self.module(t)
                 if isinstance(raw, torch.Tensor):
                     raw = raw.float()
                 return self.adapter(raw, t.shape[0])
 
-            outputs.append(crop_overlap(with_tta(score, x, self.params.tta), self.card).float().cpu())
+            outputs.append(
+                crop_overlap(with_tta(score, x, self.params.tta), self.card).float().cpu()
+            )
         return torch.cat(outputs)
 
-    def _coarse_scores(self, store: SlideStore, job: UnitJob, positions: list[tuple[int, int]]) -> torch.Tensor:
+    def _coarse_scores(
+        self, store: SlideStore, job: UnitJob, positions: list[tuple[int, int]]
+    ) -> torch.Tensor:
         """Scores of the same tiles at ``mpp_factor`` x coarser, mapped onto the fine output grid."""
         assert self.params.fusion is not None
         g, unit, m = job.geometry, job.unit, self.params.fusion.mpp_factor
         coarse_mpp = g.level0_per_model_px_x * store.mpp_x * m
         coarse_f = (g.level0_per_model_px_x * m, g.level0_per_model_px_y * m)
         size = g.tile_size_px
-        centres = [((unit.row0 + r + 0.5) * g.step_px / m, (unit.col0 + c + 0.5) * g.step_px / m) for r, c in positions]
+        centres = [
+            ((unit.row0 + r + 0.5) * g.step_px / m, (unit.col0 + c + 0.5) * g.step_px / m)
+            for r, c in positions
+        ]
         origins = [(round(cy - size / 2), round(cx - size / 2)) for cy, cx in centres]
         y0 = min(o[0] for o in origins)
         x0 = min(o[1] for o in origins)
         y1 = max(o[0] for o in origins) + size
         x1 = max(o[1] for o in origins) + size
-        window = read_model_window(store, source_level(store, coarse_mpp), coarse_f, (x0, y0, x1 - x0, y1 - y0))
+        window = read_model_window(
+            store, source_level(store, coarse_mpp), coarse_f, (x0, y0, x1 - x0, y1 - y0)
+        )
         tiles = cut_tiles(window, size, [(oy - y0, ox - x0) for oy, ox in origins])
         coarse, _ = self._forward_locked(tiles)
         k = g.out_per_tile_px
         if k == 1:
             return coarse
-        up = torch.nn.functional.interpolate(coarse, scale_factor=m, mode="bilinear", align_corners=False)
+        up = torch.nn.functional.interpolate(
+            coarse, scale_factor=m, mode="bilinear", align_corners=False
+        )
         offset = (up.shape[-1] - k) // 2
         return up[..., offset : offset + k, offset : offset + k]
 
@@ -193,11 +212,19 @@ class ScoringActor:
         self._first_start = self._first_start or started
         store = self._store(job.slide_store_path)
         g, unit = job.geometry, job.unit
-        positions = [(r, c) for r in range(unit.rows) for c in range(unit.cols) if unit.tile_mask[r][c]]
-        level = source_level(store, g.model_mpp) if g.source_level is None else store.level(g.source_level)
+        positions = [
+            (r, c) for r in range(unit.rows) for c in range(unit.cols) if unit.tile_mask[r][c]
+        ]
+        level = (
+            source_level(store, g.model_mpp)
+            if g.source_level is None
+            else store.level(g.source_level)
+        )
         f = (g.level0_per_model_px_x, g.level0_per_model_px_y)
         window = read_model_window(store, level, f, unit_input_window(g, unit))
-        tiles = cut_tiles(window, g.tile_size_px, [(r * g.step_px, c * g.step_px) for r, c in positions])
+        tiles = cut_tiles(
+            window, g.tile_size_px, [(r * g.step_px, c * g.step_px) for r, c in positions]
+        )
         read_seconds = time.perf_counter() - started
         scores, model_seconds = self._forward_locked(tiles)
         if self.params.fusion is not None:
@@ -221,11 +248,23 @@ class ScoringActor:
         return self._unit_done(started, unit, positions, read_seconds, model_seconds)
 
     def _unit_done(
-        self, started: float, unit: WorkUnit, positions: list[tuple[int, int]],
-        read_seconds: float, model_seconds: float,
+        self,
+        started: float,
+        unit: WorkUnit,
+        positions: list[tuple[int, int]],
+        read_seconds: float,
+        model_seconds: float,
     ) -> UnitStats:
         ended = time.perf_counter()
         self._last_end = ended
         self._units += 1
         self._tiles += len(positions)
-        return UnitStats(unit.key, unit.slide_id, len(positions), read_seconds, model_seconds, ended - started, os.getpid())
+        return UnitStats(
+            unit.key,
+            unit.slide_id,
+            len(positions),
+            read_seconds,
+            model_seconds,
+            ended - started,
+            os.getpid(),
+        )

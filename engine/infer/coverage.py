@@ -46,11 +46,23 @@ def tiles_inside_coverage(
     """
     scale_y, scale_x = level_scale_um_yx
     height, width = level_shape_yx
-    centre_y_um = (np.arange(geometry.n_rows) + 0.5) * geometry.step_px * geometry.level0_per_model_px_y * mpp_y
-    centre_x_um = (np.arange(geometry.n_cols) + 0.5) * geometry.step_px * geometry.level0_per_model_px_x * mpp_x
+    centre_y_um = (
+        (np.arange(geometry.n_rows) + 0.5)
+        * geometry.step_px
+        * geometry.level0_per_model_px_y
+        * mpp_y
+    )
+    centre_x_um = (
+        (np.arange(geometry.n_cols) + 0.5)
+        * geometry.step_px
+        * geometry.level0_per_model_px_x
+        * mpp_x
+    )
     half_um = footprint_px * read_mpp / 2
 
-    def chunk_span(centre_um: NDArray[np.float64], scale: float, length: int) -> tuple[NDArray[np.int64], ...]:
+    def chunk_span(
+        centre_um: NDArray[np.float64], scale: float, length: int
+    ) -> tuple[NDArray[np.int64], ...]:
         pad = 2 * math.ceil(read_mpp / scale) + 1  # bilinear antialias support and origin rounding
         lo = np.clip(np.floor((centre_um - half_um) / scale) - pad, 0, length)
         hi = np.clip(np.ceil((centre_um + half_um) / scale) + pad, 0, length)
@@ -63,8 +75,12 @@ def tiles_inside_coverage(
     integral = integral_image(coverage)
     y0c, y1c = np.minimum(y0, coverage.shape[0]), np.minimum(y1, coverage.shape[0])
     x0c, x1c = np.minimum(x0, coverage.shape[1]), np.minimum(x1, coverage.shape[1])
-    written = (integral[y1c[:, None], x1c[None, :]] - integral[y0c[:, None], x1c[None, :]]
-               - integral[y1c[:, None], x0c[None, :]] + integral[y0c[:, None], x0c[None, :]])
+    written = (
+        integral[y1c[:, None], x1c[None, :]]
+        - integral[y0c[:, None], x1c[None, :]]
+        - integral[y1c[:, None], x0c[None, :]]
+        + integral[y0c[:, None], x0c[None, :]]
+    )
     needed = (y1 - y0)[:, None] * (x1 - x0)[None, :]
     return written == needed
 
@@ -92,9 +108,15 @@ def check_materialised(
             continue
         coverage, chunk_px = grid
         inside = tiles_inside_coverage(
-            geometry, coverage, chunk_px, level_shape_yx=(level.height_px, level.width_px),
-            level_scale_um_yx=(level.scale_y_um, level.scale_x_um), read_mpp=read_mpp,
-            footprint_px=footprint_px, mpp_x=store.mpp_x, mpp_y=store.mpp_y,
+            geometry,
+            coverage,
+            chunk_px,
+            level_shape_yx=(level.height_px, level.width_px),
+            level_scale_um_yx=(level.scale_y_um, level.scale_x_um),
+            read_mpp=read_mpp,
+            footprint_px=footprint_px,
+            mpp_x=store.mpp_x,
+            mpp_y=store.mpp_y,
         )
         outside = selected & ~inside
         if outside.any():

@@ -63,8 +63,17 @@ from engine.tables.current import merge_run_parts
 log = logging.getLogger(__name__)
 
 PREDICTION_FORMAT_VERSION = 2  # 2: footprint tile selection, tiles read on physical centres
-INFERRED_COLUMNS = ("slide_id", "model_id", "model", "tiles", "units", "seconds", "read_seconds",
-                    "model_seconds", "unit_retries")
+INFERRED_COLUMNS = (
+    "slide_id",
+    "model_id",
+    "model",
+    "tiles",
+    "units",
+    "seconds",
+    "read_seconds",
+    "model_seconds",
+    "unit_retries",
+)
 
 
 @dataclass
@@ -123,7 +132,9 @@ class InferReport:
         return self.tiles / self.scoring_seconds if self.scoring_seconds > 0 else 0.0
 
 
-def prediction_key(store: SlideStore, model: RegisteredModel, params: InferParams) -> dict[str, Any]:
+def prediction_key(
+    store: SlideStore, model: RegisteredModel, params: InferParams
+) -> dict[str, Any]:
     return {
         "slide_sha256": store.source_sha256,
         "slide_params_hash": store.record.get("input_key", {}).get("params_hash"),
@@ -133,23 +144,35 @@ def prediction_key(store: SlideStore, model: RegisteredModel, params: InferParam
     }
 
 
-def _plan_slide(store: SlideStore, model: RegisteredModel, params: InferParams) -> tuple[TileGeometry, list[WorkUnit]]:
+def _plan_slide(
+    store: SlideStore, model: RegisteredModel, params: InferParams
+) -> tuple[TileGeometry, list[WorkUnit]]:
     card = model.card
     frame = model_frame(store, card.mpp, params.mpp_tolerance)
     geometry = tile_geometry(
-        width_px=store.width_px, height_px=store.height_px, mpp_x=store.mpp_x, mpp_y=store.mpp_y,
-        model_mpp=card.mpp, tile_size_px=card.tile_size_px, overlap_px=card.overlap_px,
-        output_stride=card.output_stride, unit_tiles=params.unit_tiles,
+        width_px=store.width_px,
+        height_px=store.height_px,
+        mpp_x=store.mpp_x,
+        mpp_y=store.mpp_y,
+        model_mpp=card.mpp,
+        tile_size_px=card.tile_size_px,
+        overlap_px=card.overlap_px,
+        output_stride=card.output_stride,
+        unit_tiles=params.unit_tiles,
         level0_per_model_px=(frame.level0_per_model_px_x, frame.level0_per_model_px_y),
         source_level=frame.source_level,
     )
     (tissue_level, *_) = store.label_levels("tissue")
     tissue = np.asarray(store.label("tissue", tissue_level)[:]).astype(bool)
     selected = tissue_tiles(
-        geometry, tissue,
-        tissue_scale_y_um=tissue_level.scale_y_um, tissue_scale_x_um=tissue_level.scale_x_um,
-        tissue_translation_y_um=tissue_level.translation_y_um, tissue_translation_x_um=tissue_level.translation_x_um,
-        mpp_x=store.mpp_x, mpp_y=store.mpp_y,
+        geometry,
+        tissue,
+        tissue_scale_y_um=tissue_level.scale_y_um,
+        tissue_scale_x_um=tissue_level.scale_x_um,
+        tissue_translation_y_um=tissue_level.translation_y_um,
+        tissue_translation_x_um=tissue_level.translation_x_um,
+        mpp_x=store.mpp_x,
+        mpp_y=store.mpp_y,
     )
     reads = [(card.mpp, card.tile_size_px)]
     if params.fusion is not None:
@@ -188,7 +211,9 @@ def record_committed_predictions(layout: FleetLayout, model_id: str, *, run_id: 
         result = record["result"]
         if (result.get("slide_id"), committed_by) not in have:
             rows.append({**_inferred_row(result), "run_id": committed_by})
-    write_table_part(layout.tables_dir, "inferred", rows, partition={"model_id": model_id}, run_id=run_id)
+    write_table_part(
+        layout.tables_dir, "inferred", rows, partition={"model_id": model_id}, run_id=run_id
+    )
     return len(rows)
 
 
@@ -276,36 +301,63 @@ def infer(
             return
         seconds = time.perf_counter() - (job.started or time.perf_counter())
         result = {
-            "slide_id": job.slide_id, "model_id": registered.model_id, "model": registered.ref,
-            "tiles": job.tiles_total, "units": job.units_total, "seconds": seconds,
-            "read_seconds": job.read_seconds, "model_seconds": job.model_seconds,
+            "slide_id": job.slide_id,
+            "model_id": registered.model_id,
+            "model": registered.ref,
+            "tiles": job.tiles_total,
+            "units": job.units_total,
+            "seconds": seconds,
+            "read_seconds": job.read_seconds,
+            "model_seconds": job.model_seconds,
             "unit_retries": job.retries,
         }
         if extractor:
             commit_features(
-                job.store, job.partial_path, job.final_path, job.key, job.geometry, job.unit_keys,
-                dtype=params.feature_dtype, result=result,
+                job.store,
+                job.partial_path,
+                job.final_path,
+                job.key,
+                job.geometry,
+                job.unit_keys,
+                dtype=params.feature_dtype,
+                result=result,
                 attributes={
-                    "slide_id": job.slide_id, "model_id": registered.model_id, "model": registered.ref,
-                    "kind": registered.card.kind, "slide_store": str(job.store.path),
-                    "infer_params": params.model_dump(mode="json"), "engine_version": __version__,
-                    "run_id": report.run_id, "model_mpp": job.geometry.model_mpp,
+                    "slide_id": job.slide_id,
+                    "model_id": registered.model_id,
+                    "model": registered.ref,
+                    "kind": registered.card.kind,
+                    "slide_store": str(job.store.path),
+                    "infer_params": params.model_dump(mode="json"),
+                    "engine_version": __version__,
+                    "run_id": report.run_id,
+                    "model_mpp": job.geometry.model_mpp,
                     "tile_size_px": registered.card.tile_size_px,
                 },
             )
             committed(job, result)
             return
         finalise(
-            job.partial_path, job.final_path, job.key, job.geometry,
-            mpp_x=job.store.mpp_x, mpp_y=job.store.mpp_y, channel_names=channel_names,
+            job.partial_path,
+            job.final_path,
+            job.key,
+            job.geometry,
+            mpp_x=job.store.mpp_x,
+            mpp_y=job.store.mpp_y,
+            channel_names=channel_names,
             attributes={
-                "slide_id": job.slide_id, "model_id": registered.model_id, "model": registered.ref,
-                "kind": registered.card.kind, "class_names": channel_names,
-                "slide_store": str(job.store.path), "infer_params": params.model_dump(mode="json"),
-                "engine_version": __version__, "run_id": report.run_id,
+                "slide_id": job.slide_id,
+                "model_id": registered.model_id,
+                "model": registered.ref,
+                "kind": registered.card.kind,
+                "class_names": channel_names,
+                "slide_store": str(job.store.path),
+                "infer_params": params.model_dump(mode="json"),
+                "engine_version": __version__,
+                "run_id": report.run_id,
                 "output_px_um": job.geometry.level0_per_out_px_x * job.store.mpp_x,
                 "tile_reading": model_frame(
-                    job.store, registered.card.mpp, params.mpp_tolerance).provenance(job.store),
+                    job.store, registered.card.mpp, params.mpp_tolerance
+                ).provenance(job.store),
             },
             result=result,
         )
@@ -314,8 +366,13 @@ def infer(
     def committed(job: SlideJob, result: dict[str, Any]) -> None:
         report.scored.append(result)
         report.first_commit_s = report.first_commit_s or time.perf_counter() - started
-        write_table_part(layout.tables_dir, "inferred", [_inferred_row(result)],
-                         partition={"model_id": registered.model_id}, run_id=report.run_id)
+        write_table_part(
+            layout.tables_dir,
+            "inferred",
+            [_inferred_row(result)],
+            partition={"model_id": registered.model_id},
+            run_id=report.run_id,
+        )
         clear_failure(failure_marker(layout.root, "infer", job.slide_id, registered.model_id))
         tell(job.slide_id, "committed")
 
@@ -323,10 +380,22 @@ def infer(
         if not job.failed:
             job.failed = True
             failed_jobs.append(job)
-            report.failures.append(FailureRecord.from_exception(
-                "infer", job.slide_id, error, model_id=registered.model_id, source_path=str(job.store.path)))
-            record_failure(failure_marker(layout.root, "infer", job.slide_id, registered.model_id), job.key,
-                           error_type=type(error).__name__, message=str(error), run_id=report.run_id)
+            report.failures.append(
+                FailureRecord.from_exception(
+                    "infer",
+                    job.slide_id,
+                    error,
+                    model_id=registered.model_id,
+                    source_path=str(job.store.path),
+                )
+            )
+            record_failure(
+                failure_marker(layout.root, "infer", job.slide_id, registered.model_id),
+                job.key,
+                error_type=type(error).__name__,
+                message=str(error),
+                run_id=report.run_id,
+            )
             tell(job.slide_id, "failed")
 
     def plan_next() -> int:
@@ -354,25 +423,49 @@ def infer(
                 return 0
             geometry, units = _plan_slide(store, registered, params)
             if not units:
-                raise NoTissue(f"no tile of slide {store.slide_id} at {registered.card.mpp} µm/px touches tissue.")
+                raise NoTissue(
+                    f"no tile of slide {store.slide_id} at {registered.card.mpp} µm/px touches tissue."
+                )
             if extractor:
                 partial, done = open_or_create_feature_partial(final_path, key)
             else:
                 partial, done = open_or_create_partial(final_path, key, geometry, channel_names)
         except StoreIncomplete as exc:
-            report.failures.append(FailureRecord.from_exception("infer", slide_id, exc, model_id=registered.model_id))
+            report.failures.append(
+                FailureRecord.from_exception("infer", slide_id, exc, model_id=registered.model_id)
+            )
             tell(slide_id, "failed")
             return 0
         except SlideFleetError as exc:
-            report.failures.append(FailureRecord.from_exception("infer", slide_id, exc, model_id=registered.model_id,
-                                                                source_path=str(store_path)))
+            report.failures.append(
+                FailureRecord.from_exception(
+                    "infer",
+                    slide_id,
+                    exc,
+                    model_id=registered.model_id,
+                    source_path=str(store_path),
+                )
+            )
             if key is not None:
-                record_failure(failure_marker(layout.root, "infer", slide_id, registered.model_id), key,
-                               error_type=type(exc).__name__, message=str(exc), run_id=report.run_id)
+                record_failure(
+                    failure_marker(layout.root, "infer", slide_id, registered.model_id),
+                    key,
+                    error_type=type(exc).__name__,
+                    message=str(exc),
+                    run_id=report.run_id,
+                )
             tell(slide_id, "failed")
             return 0
-        job = SlideJob(store, final_path, partial, key, geometry, len(units), sum(u.n_tiles for u in units),
-                       unit_keys=[u.key for u in units])
+        job = SlideJob(
+            store,
+            final_path,
+            partial,
+            key,
+            geometry,
+            len(units),
+            sum(u.n_tiles for u in units),
+            unit_keys=[u.key for u in units],
+        )
         queued = 0
         for unit in units:
             if unit.key in done:
@@ -396,23 +489,43 @@ def infer(
         report.device = choice.as_record()
         # The share binds CPU actors, and GPU actors too when they sit on the one node ingest
         # uses (a local Ray with GPUs); on a cluster GPU actors live on their own nodes.
-        single_node = choice.autoscaler is None and sum(1 for n in ray.nodes() if n.get("Alive")) == 1
+        single_node = (
+            choice.autoscaler is None and sum(1 for n in ray.nodes() if n.get("Alive")) == 1
+        )
         shared = cpu_share is not None and (choice.device == "cpu" or single_node)
         if cpu_share is not None and shared:
-            params = params.model_copy(update={
-                "max_actors": cpu_share.max_actors if params.max_actors is None
-                else min(cpu_share.max_actors, params.max_actors),
-                # On one node ingest may use every CPU: actors beside it reserve a token CPU and
-                # share the cores through the OS, one model thread each until ingest is done.
-                "cpus_per_actor": ACTOR_TOKEN_CPU if single_node else cpu_share.cpus_per_actor})
+            params = params.model_copy(
+                update={
+                    "max_actors": cpu_share.max_actors
+                    if params.max_actors is None
+                    else min(cpu_share.max_actors, params.max_actors),
+                    # On one node ingest may use every CPU: actors beside it reserve a token CPU and
+                    # share the cores through the OS, one model thread each until ingest is done.
+                    "cpus_per_actor": ACTOR_TOKEN_CPU if single_node else cpu_share.cpus_per_actor,
+                }
+            )
         # CPU actors beside ingest take its CPUs when it is done (only where ingest is on their node).
-        widen_to = (cpu_share.threads_after_ingest if cpu_share is not None and shared and single_node
-                    and choice.device == "cpu" and cpu_share.threads_after_ingest > 1 else None)
+        widen_to = (
+            cpu_share.threads_after_ingest
+            if cpu_share is not None
+            and shared
+            and single_node
+            and choice.device == "cpu"
+            and cpu_share.threads_after_ingest > 1
+            else None
+        )
         # Streaming: the cohort's size is not known yet, so the cluster (and max_actors) decide.
-        demand = actor_demand(choice, params, work_units=len(queue) + len(paths) if feed is None else 1 << 30)
+        demand = actor_demand(
+            choice, params, work_units=len(queue) + len(paths) if feed is None else 1 << 30
+        )
         report.actors_wanted = demand.count
-        log.info("scoring on %s: %s; %d actors of %s wanted", choice.device, choice.reason, demand.count,
-                 demand.describe())
+        log.info(
+            "scoring on %s: %s; %d actors of %s wanted",
+            choice.device,
+            choice.reason,
+            demand.count,
+            demand.describe(),
+        )
         actor_cls = ray.remote(ScoringActor)
 
         def spawn(index: int) -> Any:
@@ -422,9 +535,15 @@ def infer(
                 max_restarts=params.max_actor_restarts,
                 max_task_retries=params.max_actor_restarts,
                 max_concurrency=params.reader_threads + 1,
-                runtime_env={"env_vars": {"OMP_NUM_THREADS": str(max(1, int(params.cpus_per_actor)))}},
-            ).remote(str(registered.path), registered.card.model_dump_json(), registered.model_id,
-                     params.model_dump_json())
+                runtime_env={
+                    "env_vars": {"OMP_NUM_THREADS": str(max(1, int(params.cpus_per_actor)))}
+                },
+            ).remote(
+                str(registered.path),
+                registered.card.model_dump_json(),
+                registered.model_id,
+                params.model_dump_json(),
+            )
 
         request_demand(demand.bundle, demand.count)
         try:
@@ -436,8 +555,10 @@ def infer(
         window = demand.count * params.in_flight_per_actor * 2
         first_dispatch: float | None = None
         try:
-            pool.wait_for(params.min_actors or (demand.count if choice.autoscaler is None else 1),
-                          params.actor_start_timeout_s)
+            pool.wait_for(
+                params.min_actors or (demand.count if choice.autoscaler is None else 1),
+                params.actor_start_timeout_s,
+            )
             report.scale_up_wait_s = pool.first_ready_s
             pool.dispatching = True
             with tqdm(desc=f"infer {registered.ref}", unit="tile", disable=not progress) as bar:
@@ -462,8 +583,13 @@ def infer(
                         first_dispatch = first_dispatch or job.started
                         actor = pool.actors[index]
                         ref = actor.score_unit.remote(
-                            UnitJob(unit, job.geometry, str(job.store.path),
-                                    str(job.partial_path if extractor else job.partial_path / "0")))
+                            UnitJob(
+                                unit,
+                                job.geometry,
+                                str(job.store.path),
+                                str(job.partial_path if extractor else job.partial_path / "0"),
+                            )
+                        )
                         in_flight[ref] = (index, actor, job, unit)
                         pool.load[index] += 1
                         job.in_flight += 1
@@ -471,14 +597,23 @@ def infer(
                         if queue and pool.n_ready == 0:  # every actor died: wait for a replacement
                             pool.wait_for(1, params.actor_start_timeout_s)
                         continue
-                    done, _ = ray.wait([*in_flight, *pool.placing], num_returns=1,
-                                       timeout=params.actor_start_timeout_s if feed is None else 0.5)
-                    if not done and time.perf_counter() - last_progress < params.actor_start_timeout_s:
+                    done, _ = ray.wait(
+                        [*in_flight, *pool.placing],
+                        num_returns=1,
+                        timeout=params.actor_start_timeout_s if feed is None else 0.5,
+                    )
+                    if (
+                        not done
+                        and time.perf_counter() - last_progress < params.actor_start_timeout_s
+                    ):
                         continue  # streaming: look at the feed again
                     if not done:  # e.g. actors restarting after a node loss with nowhere to go
                         raise PlacementTimeout(
                             f"no work unit finished within {params.actor_start_timeout_s:g} s; "
-                            + missing_resources(demand, pool.n_ready, time.perf_counter() - pool.started))
+                            + missing_resources(
+                                demand, pool.n_ready, time.perf_counter() - pool.started
+                            )
+                        )
                     ref = done[0]
                     last_progress = time.perf_counter()
                     if pool.is_placement(ref):
@@ -497,11 +632,19 @@ def infer(
                         # Restarts exhausted (or its node is gone): replace the actor, retry the unit.
                         report.actor_replacements += 1
                         if report.actor_replacements > 2 * demand.count + params.max_actor_restarts:
-                            fail(job, WorkerDied(f"scoring actors keep dying ({exc}); giving up on this slide."))
+                            fail(
+                                job,
+                                WorkerDied(
+                                    f"scoring actors keep dying ({exc}); giving up on this slide."
+                                ),
+                            )
                             continue
                         if pool.actors[index] is actor and pool.ready[index]:
-                            log.warning("actor %d died for good (%s); starting a replacement", index,
-                                        type(exc).__name__)
+                            log.warning(
+                                "actor %d died for good (%s); starting a replacement",
+                                index,
+                                type(exc).__name__,
+                            )
                             pool.replace(index)
                         job.retries += 1
                         report.unit_retries += 1
@@ -531,6 +674,11 @@ def infer(
                 shutil.rmtree(job.partial_path, ignore_errors=True)
 
     report.seconds = time.perf_counter() - started
-    merge_run_parts(layout.tables_dir, "inferred", run_id=report.run_id, partition={"model_id": registered.model_id})
+    merge_run_parts(
+        layout.tables_dir,
+        "inferred",
+        run_id=report.run_id,
+        partition={"model_id": registered.model_id},
+    )
     write_failures(layout.tables_dir, report.failures, run_id=report.run_id)
     return report

@@ -91,7 +91,11 @@ def _readonly(report: dict[str, Any] | None) -> bool:
     if not report:
         return True
     mapping = report.get("node_type_mapping") or {}
-    types = set(mapping.values()) | set(report.get("active_nodes") or {}) | set(report.get("idle_nodes") or {})
+    types = (
+        set(mapping.values())
+        | set(report.get("active_nodes") or {})
+        | set(report.get("idle_nodes") or {})
+    )
     return bool(types) and all(t.startswith("node_") for t in types)
 
 
@@ -157,17 +161,25 @@ def _v2_answer() -> bool | None:
     from ray.core.generated.autoscaler_pb2 import GetClusterStatusReply
 
     reply = GetClusterStatusReply()
-    reply.ParseFromString(GcsClient(ray.get_runtime_context().gcs_address).get_cluster_status(timeout_s=10))
+    reply.ParseFromString(
+        GcsClient(ray.get_runtime_context().gcs_address).get_cluster_status(timeout_s=10)
+    )
     state = reply.autoscaling_state
     if state.pending_instance_requests or state.pending_instances:
         return True
-    if any("GPU" in r.resources_bundle for c in state.infeasible_cluster_resource_constraints
-           for rc in c.resource_requests for r in [rc.request]):
+    if any(
+        "GPU" in r.resources_bundle
+        for c in state.infeasible_cluster_resource_constraints
+        for rc in c.resource_requests
+        for r in [rc.request]
+    ):
         return False
     return None
 
 
-def autoscaler_can_add_gpu(view: AutoscalerView, bundle: dict[str, float], timeout_s: float) -> bool | None:
+def autoscaler_can_add_gpu(
+    view: AutoscalerView, bundle: dict[str, float], timeout_s: float
+) -> bool | None:
     """Ask for one GPU bundle and watch the autoscaler's answer (None: no answer in time)."""
     since = time.time()
     request_demand(bundle, 1)
@@ -206,29 +218,60 @@ def choose_device(params: InferParams) -> DeviceChoice:
         return DeviceChoice(requested, "cpu", "infer.device is cpu", gpus_now, None, view.kind)
     view = autoscaler_view()
     if gpus_now >= params.gpus_per_actor:
-        return DeviceChoice(requested, "gpu", f"the cluster has {gpus_now:g} GPUs", gpus_now, view.max_gpus, view.kind)
+        return DeviceChoice(
+            requested,
+            "gpu",
+            f"the cluster has {gpus_now:g} GPUs",
+            gpus_now,
+            view.max_gpus,
+            view.kind,
+        )
     if view.max_gpus is not None and view.max_gpus >= params.gpus_per_actor:
-        return DeviceChoice(requested, "gpu", f"the autoscaler's node types allow up to {view.max_gpus:g} GPUs "
-                            f"(the cluster has {gpus_now:g} now)", gpus_now, view.max_gpus, view.kind)
+        return DeviceChoice(
+            requested,
+            "gpu",
+            f"the autoscaler's node types allow up to {view.max_gpus:g} GPUs "
+            f"(the cluster has {gpus_now:g} now)",
+            gpus_now,
+            view.max_gpus,
+            view.kind,
+        )
     if view.max_gpus is not None:
         reason = f"the autoscaler's node types allow {view.max_gpus:g} GPUs, fewer than infer.gpus_per_actor"
         return _no_gpu(requested, reason, gpus_now, view)
     if not view.present:
         reason = f"the cluster has {gpus_now:g} GPUs and no autoscaler that could add one"
-        if requested == "gpu":  # nodes may still be added by hand: wait for placement, then time out
-            return DeviceChoice(requested, "gpu", reason + "; waiting for a GPU node to join", gpus_now, None, None)
+        if (
+            requested == "gpu"
+        ):  # nodes may still be added by hand: wait for placement, then time out
+            return DeviceChoice(
+                requested, "gpu", reason + "; waiting for a GPU node to join", gpus_now, None, None
+            )
         return DeviceChoice(requested, "cpu", reason, gpus_now, None, None)
     bundle = {"CPU": params.cpus_per_actor, "GPU": params.gpus_per_actor}
     answer = autoscaler_can_add_gpu(view, bundle, params.autoscaler_probe_s)
     if answer:
-        return DeviceChoice(requested, "gpu", f"the {view.kind} autoscaler launches GPU nodes for a "
-                            f"{_fmt(bundle)} demand (the cluster has {gpus_now:g} GPUs now)", gpus_now, None, view.kind)
+        return DeviceChoice(
+            requested,
+            "gpu",
+            f"the {view.kind} autoscaler launches GPU nodes for a "
+            f"{_fmt(bundle)} demand (the cluster has {gpus_now:g} GPUs now)",
+            gpus_now,
+            None,
+            view.kind,
+        )
     if answer is False:
-        return _no_gpu(requested, f"the {view.kind} autoscaler has no node type that provides {_fmt(bundle)}",
-                       gpus_now, view)
+        return _no_gpu(
+            requested,
+            f"the {view.kind} autoscaler has no node type that provides {_fmt(bundle)}",
+            gpus_now,
+            view,
+        )
     reason = f"the {view.kind} autoscaler did not answer a {_fmt(bundle)} demand within {params.autoscaler_probe_s:g} s"
     if requested == "gpu":
-        return DeviceChoice(requested, "gpu", reason + "; waiting for placement", gpus_now, None, view.kind)
+        return DeviceChoice(
+            requested, "gpu", reason + "; waiting for placement", gpus_now, None, view.kind
+        )
     return DeviceChoice(requested, "cpu", reason, gpus_now, None, view.kind)
 
 
@@ -258,11 +301,16 @@ def actor_demand(choice: DeviceChoice, params: InferParams, work_units: int) -> 
         options = {"num_gpus": params.gpus_per_actor, "num_cpus": params.cpus_per_actor}
         by_gpu = int(choice.gpus_in_cluster / params.gpus_per_actor + 1e-9)
         if choice.autoscaler is None:
-            count = min(by_gpu, by_cpu, params.max_actors or by_gpu) or 1  # 0: wait for a GPU node to join
+            count = (
+                min(by_gpu, by_cpu, params.max_actors or by_gpu) or 1
+            )  # 0: wait for a GPU node to join
         elif params.max_actors is not None:
             count = params.max_actors
         elif choice.gpus_possible is not None:
-            count = min(int(choice.gpus_possible / params.gpus_per_actor + 1e-9), params.autoscale_max_actors)
+            count = min(
+                int(choice.gpus_possible / params.gpus_per_actor + 1e-9),
+                params.autoscale_max_actors,
+            )
         else:
             count = max(by_gpu, params.autoscale_max_actors)
     else:
@@ -282,8 +330,11 @@ def missing_resources(demand: ActorDemand, placed: int, waited_s: float) -> str:
     free = ray.available_resources()
     free_text = ", ".join(f"{free.get(k, 0):g} {k}" for k in ("CPU", "GPU"))
     view = autoscaler_view()
-    scaler = (f"the {view.kind} autoscaler did not provide them" if view.present
-              else "no autoscaler runs to add nodes")
+    scaler = (
+        f"the {view.kind} autoscaler did not provide them"
+        if view.present
+        else "no autoscaler runs to add nodes"
+    )
     return (
         f"{placed} of {demand.count} scoring actors placed after {waited_s:.0f} s; each needs "
         f"{demand.describe()}; the cluster has {have} ({free_text} free) and {scaler}. "

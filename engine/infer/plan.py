@@ -108,7 +108,12 @@ def tile_geometry(
 
 
 def _tile_span(
-    n_px: int, scale_um: float, translation_um: float, tile_um: float, origin_um: float, n_tiles: int
+    n_px: int,
+    scale_um: float,
+    translation_um: float,
+    tile_um: float,
+    origin_um: float,
+    n_tiles: int,
 ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
     """First and last tile (inclusive) whose kept region overlaps each mask pixel's footprint.
 
@@ -123,7 +128,9 @@ def _tile_span(
     return first, np.maximum(first, last)
 
 
-def _any_over_spans(mask: NDArray[np.bool_], first: NDArray[np.int64], last: NDArray[np.int64], n: int) -> NDArray[np.bool_]:
+def _any_over_spans(
+    mask: NDArray[np.bool_], first: NDArray[np.int64], last: NDArray[np.int64], n: int
+) -> NDArray[np.bool_]:
     """(n, W): row ``r`` is the OR of the mask rows ``i`` whose span ``first[i]..last[i]`` holds ``r``."""
     out = np.zeros((n, mask.shape[1]), dtype=bool)
     for offset in range(int((last - first).max(initial=0)) + 1):
@@ -153,17 +160,34 @@ def tissue_tiles(
     # Model px u covers level-0 [u*f, (u+1)*f); level-0 pixel k's centre is at k * mpp µm.
     tile_x_um = geometry.step_px * geometry.level0_per_model_px_x * mpp_x
     tile_y_um = geometry.step_px * geometry.level0_per_model_px_y * mpp_y
-    cols = _tile_span(tissue.shape[1], tissue_scale_x_um, tissue_translation_x_um, tile_x_um, -mpp_x / 2,
-                      geometry.n_cols)
-    rows = _tile_span(tissue.shape[0], tissue_scale_y_um, tissue_translation_y_um, tile_y_um, -mpp_y / 2,
-                      geometry.n_rows)
+    cols = _tile_span(
+        tissue.shape[1],
+        tissue_scale_x_um,
+        tissue_translation_x_um,
+        tile_x_um,
+        -mpp_x / 2,
+        geometry.n_cols,
+    )
+    rows = _tile_span(
+        tissue.shape[0],
+        tissue_scale_y_um,
+        tissue_translation_y_um,
+        tile_y_um,
+        -mpp_y / 2,
+        geometry.n_rows,
+    )
     by_row = _any_over_spans(tissue.astype(bool), *rows, geometry.n_rows)  # (n_rows, W)
     return _any_over_spans(by_row.T, *cols, geometry.n_cols).T
 
 
 def _axis_overlap(
-    tiles: NDArray[np.float64], n_px: int, scale_um: float, translation_um: float, tile_um: float,
-    origin_um: float, end_um: float,
+    tiles: NDArray[np.float64],
+    n_px: int,
+    scale_um: float,
+    translation_um: float,
+    tile_um: float,
+    origin_um: float,
+    end_um: float,
 ) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]]:
     """Per tile: mask pixel indices (N, K), their overlap in µm with the kept span (N, K), span length (N,).
 
@@ -178,7 +202,9 @@ def _axis_overlap(
     k = int(max(1, (last - first).max(initial=0) + 1))
     index = first[:, None] + np.arange(k)[None, :]
     px_lo = translation_um + (index - 0.5) * scale_um
-    overlap = np.clip(np.minimum(px_lo + scale_um, hi[:, None]) - np.maximum(px_lo, lo[:, None]), 0.0, None)
+    overlap = np.clip(
+        np.minimum(px_lo + scale_um, hi[:, None]) - np.maximum(px_lo, lo[:, None]), 0.0, None
+    )
     overlap[(index < 0) | (index >= n_px)] = 0.0
     return np.clip(index, 0, n_px - 1), overlap, np.maximum(hi - lo, 0.0)
 
@@ -205,10 +231,24 @@ def tile_tissue_fraction(
     """
     tile_x_um = geometry.step_px * geometry.level0_per_model_px_x * mpp_x
     tile_y_um = geometry.step_px * geometry.level0_per_model_px_y * mpp_y
-    iy, wy, ly = _axis_overlap(np.asarray(rows, np.float64), tissue.shape[0], tissue_scale_y_um,
-                               tissue_translation_y_um, tile_y_um, -mpp_y / 2, (height_px - 0.5) * mpp_y)
-    ix, wx, lx = _axis_overlap(np.asarray(cols, np.float64), tissue.shape[1], tissue_scale_x_um,
-                               tissue_translation_x_um, tile_x_um, -mpp_x / 2, (width_px - 0.5) * mpp_x)
+    iy, wy, ly = _axis_overlap(
+        np.asarray(rows, np.float64),
+        tissue.shape[0],
+        tissue_scale_y_um,
+        tissue_translation_y_um,
+        tile_y_um,
+        -mpp_y / 2,
+        (height_px - 0.5) * mpp_y,
+    )
+    ix, wx, lx = _axis_overlap(
+        np.asarray(cols, np.float64),
+        tissue.shape[1],
+        tissue_scale_x_um,
+        tissue_translation_x_um,
+        tile_x_um,
+        -mpp_x / 2,
+        (width_px - 0.5) * mpp_x,
+    )
     on = tissue.astype(bool)[iy[:, :, None], ix[:, None, :]]  # (N, Ky, Kx)
     covered = np.einsum("nyx,ny,nx->n", on.astype(np.float64), wy, wx)
     area = ly * lx
@@ -238,7 +278,9 @@ class WorkUnit:
         return sum(sum(row) for row in self.tile_mask)
 
 
-def plan_units(slide_id: str, geometry: TileGeometry, selected: NDArray[np.bool_]) -> list[WorkUnit]:
+def plan_units(
+    slide_id: str, geometry: TileGeometry, selected: NDArray[np.bool_]
+) -> list[WorkUnit]:
     """Units that contain at least one selected tile, in row-major order."""
     units = []
     u = geometry.unit_tiles

@@ -71,7 +71,11 @@ class ActorPool:
         try:
             placement = ray.get(ref)
         except ray.exceptions.RayError as exc:
-            log.warning("scoring actor %d died while starting (%s); starting another", index, type(exc).__name__)
+            log.warning(
+                "scoring actor %d died while starting (%s); starting another",
+                index,
+                type(exc).__name__,
+            )
             self.replacements += 1
             self._start(index)
             return
@@ -104,7 +108,9 @@ class ActorPool:
         while self.n_ready < min(n, len(self.actors)):
             left = deadline - time.monotonic()
             if left <= 0 or not self._placing:
-                raise PlacementTimeout(missing_resources(self.demand, self.n_ready, time.perf_counter() - self.started))
+                raise PlacementTimeout(
+                    missing_resources(self.demand, self.n_ready, time.perf_counter() - self.started)
+                )
             done, _ = ray.wait(self.placing, num_returns=1, timeout=left)
             for ref in done:
                 self.on_placed(ref)

@@ -116,8 +116,12 @@ def finalise(
     while max(previous.shape[1:]) > min_level_px:
         height, width = (math.ceil(s / 2) for s in previous.shape[1:])
         array = group.create_array(
-            str(n_levels), shape=(previous.shape[0], height, width), chunks=(previous.shape[0], 512, 512),
-            dtype="float32", fill_value=float("nan"), compressors=[ZstdCodec(level=1)],
+            str(n_levels),
+            shape=(previous.shape[0], height, width),
+            chunks=(previous.shape[0], 512, 512),
+            dtype="float32",
+            fill_value=float("nan"),
+            compressors=[ZstdCodec(level=1)],
             dimension_names=("c", "y", "x"),
         )
         for y in range(0, height, block):
@@ -128,7 +132,11 @@ def finalise(
         previous, n_levels = array, n_levels + 1
     levels = [
         ngff.level_scale(
-            str(i), mpp_y, mpp_x, geometry.level0_per_out_px_y * 2**i, geometry.level0_per_out_px_x * 2**i
+            str(i),
+            mpp_y,
+            mpp_x,
+            geometry.level0_per_out_px_y * 2**i,
+            geometry.level0_per_out_px_x * 2**i,
         )
         for i in range(n_levels)
     ]

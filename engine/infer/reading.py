@@ -81,15 +81,30 @@ def model_frame(store: SlideStore, model_mpp: float, mpp_tolerance: float) -> Mo
         and abs(level.scale_y_um / model_mpp - 1) <= mpp_tolerance
     ]
     if within:
-        level = min(within, key=lambda lv: abs(math.log(lv.scale_x_um * lv.scale_y_um / model_mpp**2)))
-        return ModelFrame(level.scale_x_um / store.mpp_x, level.scale_y_um / store.mpp_y, level.path,
-                          False, model_mpp, mpp_tolerance)
+        level = min(
+            within, key=lambda lv: abs(math.log(lv.scale_x_um * lv.scale_y_um / model_mpp**2))
+        )
+        return ModelFrame(
+            level.scale_x_um / store.mpp_x,
+            level.scale_y_um / store.mpp_y,
+            level.path,
+            False,
+            model_mpp,
+            mpp_tolerance,
+        )
     level = source_level(store, model_mpp)
-    return ModelFrame(model_mpp / store.mpp_x, model_mpp / store.mpp_y, level.path, True, model_mpp, mpp_tolerance)
+    return ModelFrame(
+        model_mpp / store.mpp_x, model_mpp / store.mpp_y, level.path, True, model_mpp, mpp_tolerance
+    )
 
 
 def resample_taps(
-    u0: int, count: int, level0_per_model_px: float, mpp: float, scale_um: float, translation_um: float
+    u0: int,
+    count: int,
+    level0_per_model_px: float,
+    mpp: float,
+    scale_um: float,
+    translation_um: float,
 ) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
     """Source pixels and weights, (count, K) each, of model pixels ``u0 .. u0 + count - 1`` on one axis.
 
@@ -130,8 +145,12 @@ def read_model_window(
     """
     x0, y0, width, height = window
     f_x, f_y = level0_per_model_px
-    taps_x, w_x = resample_taps(x0, width, f_x, store.mpp_x, level.scale_x_um, level.translation_x_um)
-    taps_y, w_y = resample_taps(y0, height, f_y, store.mpp_y, level.scale_y_um, level.translation_y_um)
+    taps_x, w_x = resample_taps(
+        x0, width, f_x, store.mpp_x, level.scale_x_um, level.translation_x_um
+    )
+    taps_y, w_y = resample_taps(
+        y0, height, f_y, store.mpp_y, level.scale_y_um, level.translation_y_um
+    )
     image = store.image(level)
     if _is_identity(taps_x, w_x) and _is_identity(taps_y, w_y):
         lx0 = int(taps_x[np.arange(width), w_x.argmax(axis=1)][0])

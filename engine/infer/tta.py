@@ -10,7 +10,9 @@ import torch
 TTAMode = Literal["none", "flips", "dihedral"]
 
 # Each transform acts on the last two axes (y, x) and has an inverse for the output map.
-_TRANSFORMS: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]] = {
+_TRANSFORMS: dict[
+    str, tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]
+] = {
     "identity": (lambda t: t, lambda t: t),
     "hflip": (lambda t: t.flip(-1), lambda t: t.flip(-1)),
     "vflip": (lambda t: t.flip(-2), lambda t: t.flip(-2)),
@@ -18,13 +20,25 @@ _TRANSFORMS: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[t
     "rot180": (lambda t: t.rot90(2, (-2, -1)), lambda t: t.rot90(-2, (-2, -1))),
     "rot270": (lambda t: t.rot90(3, (-2, -1)), lambda t: t.rot90(-3, (-2, -1))),
     "transpose": (lambda t: t.transpose(-2, -1), lambda t: t.transpose(-2, -1)),
-    "antitranspose": (lambda t: t.rot90(2, (-2, -1)).transpose(-2, -1), lambda t: t.transpose(-2, -1).rot90(-2, (-2, -1))),
+    "antitranspose": (
+        lambda t: t.rot90(2, (-2, -1)).transpose(-2, -1),
+        lambda t: t.transpose(-2, -1).rot90(-2, (-2, -1)),
+    ),
 }
 
 TTA_TRANSFORMS: dict[str, tuple[str, ...]] = {
     "none": ("identity",),
     "flips": ("identity", "hflip", "vflip"),
-    "dihedral": ("identity", "hflip", "vflip", "rot90", "rot180", "rot270", "transpose", "antitranspose"),
+    "dihedral": (
+        "identity",
+        "hflip",
+        "vflip",
+        "rot90",
+        "rot180",
+        "rot270",
+        "transpose",
+        "antitranspose",
+    ),
 }
 
 

@@ -48,7 +48,9 @@ class IngestReport:
         return [r for r in self.results if r.skipped]
 
 
-def _convert_or_fail(entry: SlideEntry, layout: FleetLayout, params: IngestParams) -> IngestResult | FailureRecord:
+def _convert_or_fail(
+    entry: SlideEntry, layout: FleetLayout, params: IngestParams
+) -> IngestResult | FailureRecord:
     """Runs inside a Ray task: expected failures come back as data, not exceptions."""
     logging.basicConfig(level=logging.WARNING)
     cpu_started = time.process_time()
@@ -60,15 +62,21 @@ def _convert_or_fail(entry: SlideEntry, layout: FleetLayout, params: IngestParam
             peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         )
     except SlideFleetError as exc:
-        return FailureRecord.from_exception("ingest", entry.slide_id, exc, source_path=str(entry.path))
+        return FailureRecord.from_exception(
+            "ingest", entry.slide_id, exc, source_path=str(entry.path)
+        )
     except Exception as exc:  # an unexpected bug must not take the cohort down
         log.exception("unexpected error ingesting %s", entry.slide_id)
-        return FailureRecord.from_exception("ingest", entry.slide_id, exc, source_path=str(entry.path))
+        return FailureRecord.from_exception(
+            "ingest", entry.slide_id, exc, source_path=str(entry.path)
+        )
 
 
 # SPREAD: slides go to every node's CPUs, not first to the head's. One automatic retry covers a
 # worker crash; a node lost mid-task (spot reclaim) is resubmitted by the driver on top of that.
-_convert_task = ray.remote(num_cpus=1, max_retries=1, scheduling_strategy="SPREAD")(_convert_or_fail)
+_convert_task = ray.remote(num_cpus=1, max_retries=1, scheduling_strategy="SPREAD")(
+    _convert_or_fail
+)
 NODE_LOSS_RESUBMITS = 3
 
 
@@ -96,11 +104,15 @@ def cpus_per_slide(params: IngestParams, n_slides: int) -> int:
     total = int(ray.cluster_resources().get("CPU", 1))
     free = int(ray.available_resources().get("CPU", 0))
     # A task runs on one node: on a cluster, never ask for more CPUs than its largest node has.
-    largest = max((int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")), default=1)
+    largest = max(
+        (int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")), default=1
+    )
     return max(1, min(total // max(1, n_slides), free, largest))
 
 
-def failure_key(entry: SlideEntry, params: IngestParams, cache: HashCache | None = None) -> dict[str, object]:
+def failure_key(
+    entry: SlideEntry, params: IngestParams, cache: HashCache | None = None
+) -> dict[str, object]:
     """The inputs an ingest attempt ran on; a file that cannot be read is keyed by its path."""
     try:
         return input_key(entry, params, cache=cache)
@@ -108,7 +120,9 @@ def failure_key(entry: SlideEntry, params: IngestParams, cache: HashCache | None
         return {"unreadable": str(entry.path), "params_hash": params.output_hash()}
 
 
-def known_failure(layout: FleetLayout, entry: SlideEntry, params: IngestParams) -> dict[str, object] | None:
+def known_failure(
+    layout: FleetLayout, entry: SlideEntry, params: IngestParams
+) -> dict[str, object] | None:
     """The failure marker of ``entry`` when its last ingest failed on the same inputs."""
     marker = failure_marker(layout.root, "ingest", entry.slide_id)
     if not marker.exists():
@@ -148,7 +162,9 @@ def ingest(
     report = IngestReport(run_id=run_id or new_run_id())
     parsed = read_manifest(manifest)
     for rejected in parsed.rejected:
-        report.failures.append(FailureRecord.from_exception("manifest", rejected.slide_id, rejected.error))
+        report.failures.append(
+            FailureRecord.from_exception("manifest", rejected.slide_id, rejected.error)
+        )
     entries = [e for e in parsed.entries if slide_ids is None or e.slide_id in set(slide_ids)]
     if not retry_failed:
         for entry in entries:
@@ -178,48 +194,81 @@ def ingest(
             while pending or waiting:
                 while waiting and len(pending) < limit:
                     entry = waiting.pop()
-                    pending[task.remote(entry, layout, task_params)] = (entry, dead if not pending else _dead_nodes(), 0)
+                    pending[task.remote(entry, layout, task_params)] = (
+                        entry,
+                        dead if not pending else _dead_nodes(),
+                        0,
+                    )
                 done, _ = ray.wait(list(pending), num_returns=1)
                 entry, dead_before, resubmits = pending.pop(done[0])
                 try:
                     outcome = ray.get(done[0])
-                except (ray.exceptions.RayTaskError, ray.exceptions.WorkerCrashedError,
-                        ray.exceptions.RayError) as exc:
-                    dead_now = _dead_nodes_after(dead_before) if not isinstance(
-                        exc, ray.exceptions.RayTaskError) else _dead_nodes()
-                    if not isinstance(exc, ray.exceptions.RayTaskError) and dead_now - dead_before \
-                            and resubmits < NODE_LOSS_RESUBMITS:
+                except (
+                    ray.exceptions.RayTaskError,
+                    ray.exceptions.WorkerCrashedError,
+                    ray.exceptions.RayError,
+                ) as exc:
+                    dead_now = (
+                        _dead_nodes_after(dead_before)
+                        if not isinstance(exc, ray.exceptions.RayTaskError)
+                        else _dead_nodes()
+                    )
+                    if (
+                        not isinstance(exc, ray.exceptions.RayTaskError)
+                        and dead_now - dead_before
+                        and resubmits < NODE_LOSS_RESUBMITS
+                    ):
                         # A node died while this slide was converting: its work, not the slide, is lost.
-                        log.warning("a node was lost while converting %s; converting it again", entry.slide_id)
+                        log.warning(
+                            "a node was lost while converting %s; converting it again",
+                            entry.slide_id,
+                        )
                         report.node_loss_resubmits += 1
-                        pending[task.remote(entry, layout, task_params)] = (entry, dead_now, resubmits + 1)
+                        pending[task.remote(entry, layout, task_params)] = (
+                            entry,
+                            dead_now,
+                            resubmits + 1,
+                        )
                         continue
                     outcome = FailureRecord.from_exception(
-                        "ingest", entry.slide_id,
-                        WorkerDied(f"the worker converting this slide died ({type(exc).__name__}); "
-                                   "it was retried once. The file may crash the slide library."),
+                        "ingest",
+                        entry.slide_id,
+                        WorkerDied(
+                            f"the worker converting this slide died ({type(exc).__name__}); "
+                            "it was retried once. The file may crash the slide library."
+                        ),
                         source_path=str(entry.path),
                     )
                 marker = failure_marker(layout.root, "ingest", entry.slide_id)
                 if isinstance(outcome, FailureRecord):
                     report.failures.append(outcome)
-                    record_failure(marker, failure_key(entry, params, HashCache(layout.hash_cache)),
-                                   error_type=outcome.error_type, message=outcome.message, run_id=report.run_id)
+                    record_failure(
+                        marker,
+                        failure_key(entry, params, HashCache(layout.hash_cache)),
+                        error_type=outcome.error_type,
+                        message=outcome.message,
+                        run_id=report.run_id,
+                    )
                 else:
                     report.results.append(outcome)
                     clear_failure(marker)
                     if outcome.annotation_error is not None:
                         report.failures.append(
                             FailureRecord.from_exception(
-                                "ingest", entry.slide_id, outcome.annotation_error,
+                                "ingest",
+                                entry.slide_id,
+                                outcome.annotation_error,
                                 source_path=str(entry.annotation),
                             )
                         )
                 bar.set_postfix(failed=len(report.failures))
                 bar.update()
                 if on_slide is not None:
-                    state = "failed" if isinstance(outcome, FailureRecord) else (
-                        "skipped" if outcome.skipped else "converted")
+                    state = (
+                        "failed"
+                        if isinstance(outcome, FailureRecord)
+                        else ("skipped" if outcome.skipped else "converted")
+                    )
                     on_slide(entry.slide_id, state)
 
     # One current row per slide: a conversion replaces the slide's row; a reused store keeps

@@ -95,7 +95,12 @@ class IngestResult:
 
     def table_row(self) -> dict[str, Any]:
         row = dict(self.__dict__)
-        for telemetry_only in ("annotation_error", "cpu_seconds", "peak_rss_mib", "decoded_megapixels"):
+        for telemetry_only in (
+            "annotation_error",
+            "cpu_seconds",
+            "peak_rss_mib",
+            "decoded_megapixels",
+        ):
             row.pop(telemetry_only)
         return row
 
@@ -110,7 +115,9 @@ def _annotation_sha256(entry: SlideEntry, cache: HashCache | None) -> str | None
         return None
 
 
-def input_key(entry: SlideEntry, params: IngestParams, *, cache: HashCache | None = None) -> dict[str, Any]:
+def input_key(
+    entry: SlideEntry, params: IngestParams, *, cache: HashCache | None = None
+) -> dict[str, Any]:
     """Everything that decides a store's content: if it matches the record, the store is reused.
 
     Raises :class:`~engine.errors.SlideUnreadable` subclasses, without reading a byte, when the
@@ -124,8 +131,17 @@ def input_key(entry: SlideEntry, params: IngestParams, *, cache: HashCache | Non
     }
 
 
-def _create_array(group: zarr.Group, name: str, shape: tuple[int, ...], chunk_px: int, zstd_level: int,
-                  dimension_names: tuple[str, ...], fill_value: int, *, jpeg_quality: int | None = None) -> zarr.Array:
+def _create_array(
+    group: zarr.Group,
+    name: str,
+    shape: tuple[int, ...],
+    chunk_px: int,
+    zstd_level: int,
+    dimension_names: tuple[str, ...],
+    fill_value: int,
+    *,
+    jpeg_quality: int | None = None,
+) -> zarr.Array:
     """A uint8 array: lossless zstd, or one JPEG per (3, y, x) chunk when ``jpeg_quality`` is given."""
     chunks = (shape[0], chunk_px, chunk_px) if len(shape) == 3 else (chunk_px, chunk_px)
     codecs: dict[str, Any] = {"compressors": [ZstdCodec(level=zstd_level)]}
@@ -143,9 +159,16 @@ def _create_array(group: zarr.Group, name: str, shape: tuple[int, ...], chunk_px
 
 
 def _create_rgb_array(group: zarr.Group, plan: LevelPlan, params: IngestParams) -> zarr.Array:
-    return _create_array(group, str(plan.index), (3, plan.height_px, plan.width_px), params.chunk_px,
-                         params.zstd_level, ("c", "y", "x"), 255,
-                         jpeg_quality=params.jpeg_quality if params.codec == "jpeg" else None)
+    return _create_array(
+        group,
+        str(plan.index),
+        (3, plan.height_px, plan.width_px),
+        params.chunk_px,
+        params.zstd_level,
+        ("c", "y", "x"),
+        255,
+        jpeg_quality=params.jpeg_quality if params.codec == "jpeg" else None,
+    )
 
 
 @dataclass(frozen=True)
@@ -155,11 +178,20 @@ class PyramidOutcome:
     tissue_plan: LevelPlan
     coverage: dict[int, NDArray[np.bool_]]
     margin_px: int | None
-    tissue: tuple[NDArray[np.bool_], float, float] | None  # (mask, fraction, area_mm2) if detected first
+    tissue: (
+        tuple[NDArray[np.bool_], float, float] | None
+    )  # (mask, fraction, area_mm2) if detected first
 
 
-def _write_level(reader: SlideReader, group: zarr.Group, plan: LevelPlan, previous: zarr.Array | None,
-                 params: IngestParams, threads: int, coverage: NDArray[np.bool_] | None = None) -> zarr.Array:
+def _write_level(
+    reader: SlideReader,
+    group: zarr.Group,
+    plan: LevelPlan,
+    previous: zarr.Array | None,
+    params: IngestParams,
+    threads: int,
+    coverage: NDArray[np.bool_] | None = None,
+) -> zarr.Array:
     array = _create_rgb_array(group, plan, params)
     if plan.native_level is not None:
         copy_native(reader, array, plan, params.block_px, params.chunk_px, threads, coverage)
@@ -170,14 +202,22 @@ def _write_level(reader: SlideReader, group: zarr.Group, plan: LevelPlan, previo
     return array
 
 
-def _write_rgb_pyramid(reader: SlideReader, group: zarr.Group, levels: list[LevelPlan], params: IngestParams,
-                       threads: int) -> PyramidOutcome:
+def _write_rgb_pyramid(
+    reader: SlideReader,
+    group: zarr.Group,
+    levels: list[LevelPlan],
+    params: IngestParams,
+    threads: int,
+) -> PyramidOutcome:
     """Full mode: every level in order. Sparse mode: the tissue level, the levels at least
     ``sparse_complete_um`` coarse and everything coarser first (complete), detect and dilate
     tissue on the tissue level, then only the chunks of finer levels that touch it."""
     mpp = (reader.info.mpp_x + reader.info.mpp_y) / 2
     tissue_plan = _choose_tissue_level(levels, mpp, params.tissue.target_mpp)
-    if not params.sparse or _first_complete_level(levels, mpp, tissue_plan, params.sparse_complete_um).index == 0:
+    if (
+        not params.sparse
+        or _first_complete_level(levels, mpp, tissue_plan, params.sparse_complete_um).index == 0
+    ):
         previous: zarr.Array | None = None
         for plan in levels:
             previous = _write_level(reader, group, plan, previous, params, threads)
@@ -191,23 +231,39 @@ def _write_rgb_pyramid(reader: SlideReader, group: zarr.Group, levels: list[Leve
     if first.native_level is not None:
         previous = _write_level(reader, group, first, None, params, threads)
     else:
-        native = max((p for p in levels if p.native_level is not None and p.index < first.index),
-                     key=lambda p: p.index)
+        native = max(
+            (p for p in levels if p.native_level is not None and p.index < first.index),
+            key=lambda p: p.index,
+        )
         previous = _create_rgb_array(group, first, params)
         # The native level is decoded in full for this anyway: keep it, prune it once the mask exists.
         decoded_native = _create_rgb_array(group, native, params)
-        downsample_chain(reader, previous, native, first.index - native.index, params.block_px,
-                         params.chunk_px, threads, native_target=decoded_native)
+        downsample_chain(
+            reader,
+            previous,
+            native,
+            first.index - native.index,
+            params.block_px,
+            params.chunk_px,
+            threads,
+            native_target=decoded_native,
+        )
     # 2. Coarser levels, complete.
     for plan in levels[first.index + 1 :]:
         previous = _write_level(reader, group, plan, previous, params, threads)
     # 3. Tissue on the tissue level, dilated by the margin; coverage of every finer level.
-    mask, fraction, area_mm2 = _detect_tissue(group, tissue_plan, reader.info.mpp_y, reader.info.mpp_x, params)
+    mask, fraction, area_mm2 = _detect_tissue(
+        group, tissue_plan, reader.info.mpp_y, reader.info.mpp_x, params
+    )
     level_um = mpp * (tissue_plan.downsample_x + tissue_plan.downsample_y) / 2
     radius = margin_px(params.sparse_margin_um, level_um)
     sparse_levels = levels[: first.index]
-    coverage = plan_coverage(dilate(mask, radius), (tissue_plan.downsample_y, tissue_plan.downsample_x),
-                             sparse_levels, params.chunk_px)
+    coverage = plan_coverage(
+        dilate(mask, radius),
+        (tissue_plan.downsample_y, tissue_plan.downsample_x),
+        sparse_levels,
+        params.chunk_px,
+    )
     # 4. Finer levels, finest first (a computed level averages the one before it).
     previous = None
     for plan in sparse_levels:
@@ -215,15 +271,20 @@ def _write_rgb_pyramid(reader: SlideReader, group: zarr.Group, levels: list[Leve
             prune(decoded_native, params.chunk_px, coverage[plan.index], threads)
             previous = decoded_native
         else:
-            previous = _write_level(reader, group, plan, previous, params, threads, coverage[plan.index])
+            previous = _write_level(
+                reader, group, plan, previous, params, threads, coverage[plan.index]
+            )
     return PyramidOutcome(tissue_plan, coverage, radius, (mask, fraction, area_mm2))
 
 
-def _first_complete_level(levels: list[LevelPlan], mpp: float, tissue_plan: LevelPlan,
-                          complete_um: float) -> LevelPlan:
+def _first_complete_level(
+    levels: list[LevelPlan], mpp: float, tissue_plan: LevelPlan, complete_um: float
+) -> LevelPlan:
     """The finest level a sparse store writes complete: the tissue level or a finer one whose
     pixels are at least ``complete_um`` wide."""
-    coarse_enough = [p for p in levels if mpp * min(p.downsample_x, p.downsample_y) >= complete_um * 0.99]
+    coarse_enough = [
+        p for p in levels if mpp * min(p.downsample_x, p.downsample_y) >= complete_um * 0.99
+    ]
     return min([tissue_plan, *coarse_enough], key=lambda p: p.index)
 
 
@@ -231,12 +292,20 @@ def _write_coverage(image: zarr.Group, coverage: dict[int, NDArray[np.bool_]]) -
     """``slidefleet-coverage/<level>``: one uint8 cell per chunk, 1 = written from the slide."""
     group = image.create_group(COVERAGE_GROUP)
     for index, grid in coverage.items():
-        array = group.create_array(str(index), shape=grid.shape, dtype="uint8", chunks=grid.shape,
-                                   dimension_names=("chunk_y", "chunk_x"), fill_value=0)
+        array = group.create_array(
+            str(index),
+            shape=grid.shape,
+            dtype="uint8",
+            chunks=grid.shape,
+            dimension_names=("chunk_y", "chunk_x"),
+            fill_value=0,
+        )
         array[:] = grid.astype(np.uint8)
 
 
-def _label_level_from_base(base: zarr.Array, target: zarr.Array, factor: int, out_block_px: int) -> None:
+def _label_level_from_base(
+    base: zarr.Array, target: zarr.Array, factor: int, out_block_px: int
+) -> None:
     """Fill ``target`` with ``base`` sampled at the centres of pixels ``factor`` x coarser.
 
     Each coarse value comes from the (at most four) base pixels nearest its centre, the point the
@@ -257,7 +326,10 @@ def _label_level_from_base(base: zarr.Array, target: zarr.Array, factor: int, ou
             rl, rh = row_inv[: r_lo.size], row_inv[r_lo.size :]
             cl, ch = col_inv[: c_lo.size], col_inv[c_lo.size :]
             target[y : y + r_lo.size, x : x + c_lo.size] = labels_at_centres(
-                block[np.ix_(rl, cl)], block[np.ix_(rl, ch)], block[np.ix_(rh, cl)], block[np.ix_(rh, ch)]
+                block[np.ix_(rl, cl)],
+                block[np.ix_(rl, ch)],
+                block[np.ix_(rh, cl)],
+                block[np.ix_(rh, ch)],
             )
 
 
@@ -273,7 +345,9 @@ def _label_pyramid(group: zarr.Group, base: zarr.Array, params: IngestParams, n_
     out_block_px = max(params.chunk_px, params.block_px // 2)
     for level in range(1, n_levels):
         shape = tuple(max(1, math.ceil(s / 2)) for s in shape)
-        array = _create_array(group, str(level), shape, params.chunk_px, params.zstd_level, ("y", "x"), 0)
+        array = _create_array(
+            group, str(level), shape, params.chunk_px, params.zstd_level, ("y", "x"), 0
+        )
         _label_level_from_base(base, array, 2**level, out_block_px)
     return n_levels
 
@@ -283,12 +357,18 @@ def _label_levels(count: int, mpp_y: float, mpp_x: float, ds_y: float, ds_x: flo
 
 
 def _choose_tissue_level(levels: list[LevelPlan], mpp: float, target_mpp: float) -> LevelPlan:
-    candidates = [p for p in levels if p.width_px * p.height_px <= _MAX_TISSUE_LEVEL_PX] or [levels[-1]]
-    return min(candidates, key=lambda p: abs(math.log(mpp * (p.downsample_x + p.downsample_y) / 2 / target_mpp)))
+    candidates = [p for p in levels if p.width_px * p.height_px <= _MAX_TISSUE_LEVEL_PX] or [
+        levels[-1]
+    ]
+    return min(
+        candidates,
+        key=lambda p: abs(math.log(mpp * (p.downsample_x + p.downsample_y) / 2 / target_mpp)),
+    )
 
 
-def _detect_tissue(image: zarr.Group, plan: LevelPlan, mpp_y: float, mpp_x: float,
-                   params: IngestParams) -> tuple[NDArray[np.bool_], float, float]:
+def _detect_tissue(
+    image: zarr.Group, plan: LevelPlan, mpp_y: float, mpp_x: float, params: IngestParams
+) -> tuple[NDArray[np.bool_], float, float]:
     """Tissue mask of the stored level ``plan``, its fraction and area (mm²); NoTissue if blank."""
     rgb = np.asarray(image[str(plan.index)][:]).transpose(1, 2, 0)
     level_mpp = (mpp_x * plan.downsample_x + mpp_y * plan.downsample_y) / 2
@@ -304,9 +384,16 @@ def _detect_tissue(image: zarr.Group, plan: LevelPlan, mpp_y: float, mpp_x: floa
     return mask, fraction, area_mm2
 
 
-def _write_tissue(image: zarr.Group, labels: zarr.Group, levels: list[LevelPlan], mpp_y: float, mpp_x: float,
-                  params: IngestParams, plan: LevelPlan,
-                  detected: tuple[NDArray[np.bool_], float, float] | None) -> tuple[float, float]:
+def _write_tissue(
+    image: zarr.Group,
+    labels: zarr.Group,
+    levels: list[LevelPlan],
+    mpp_y: float,
+    mpp_x: float,
+    params: IngestParams,
+    plan: LevelPlan,
+    detected: tuple[NDArray[np.bool_], float, float] | None,
+) -> tuple[float, float]:
     """Write ``labels/tissue`` (detected on ``plan`` unless given); return (fraction, area_mm2)."""
     n_levels = len(levels)
     mask, fraction, area_mm2 = detected or _detect_tissue(image, plan, mpp_y, mpp_x, params)
@@ -323,8 +410,9 @@ def _write_tissue(image: zarr.Group, labels: zarr.Group, levels: list[LevelPlan]
     return fraction, area_mm2
 
 
-def _write_annotation(entry: SlideEntry, reader: SlideReader, labels: zarr.Group, params: IngestParams,
-                      n_levels: int) -> float:
+def _write_annotation(
+    entry: SlideEntry, reader: SlideReader, labels: zarr.Group, params: IngestParams, n_levels: int
+) -> float:
     """Rasterise the ground truth into ``labels/annotation``; return the labelled area in mm²."""
     from engine.annotations import class_map_preset, load_annotation
 
@@ -342,7 +430,9 @@ def _write_annotation(entry: SlideEntry, reader: SlideReader, labels: zarr.Group
     width_px = math.ceil(info.width_px / downsample)
     height_px = math.ceil(info.height_px / downsample)
     group = labels.create_group("annotation")
-    base = _create_array(group, "0", (height_px, width_px), params.chunk_px, params.zstd_level, ("y", "x"), 0)
+    base = _create_array(
+        group, "0", (height_px, width_px), params.chunk_px, params.zstd_level, ("y", "x"), 0
+    )
     labelled_px = 0
     block = params.block_px
     for y in range(0, height_px, block):
@@ -357,7 +447,10 @@ def _write_annotation(entry: SlideEntry, reader: SlideReader, labels: zarr.Group
     group.attrs["ome"] = ngff.label_attributes(
         "annotation",
         _label_levels(count, info.mpp_y, info.mpp_x, downsample, downsample),
-        properties={value: {"class": name} for value, name in {0: "background", **class_map.label_names}.items()},
+        properties={
+            value: {"class": name}
+            for value, name in {0: "background", **class_map.label_names}.items()
+        },
     )
     return labelled_px * (downsample * info.mpp) ** 2 / 1e6
 
@@ -383,7 +476,7 @@ def _sparse_provenance(params: IngestParams, pyramid: PyramidOutcome, mpp: float
         "sparse_levels": [str(index) for index in sorted(pyramid.coverage)],
         "fill_value": 255,
         "note": "levels listed in sparse_levels hold only the chunks set in coverage_group/<level>; the "
-                "others read as the fill value (white glass). The other levels are complete.",
+        "others read as the fill value (white glass). The other levels are complete.",
     }
 
 
@@ -412,7 +505,14 @@ def convert_slide(entry: SlideEntry, layout: FleetLayout, params: IngestParams) 
             pyramid = _write_rgb_pyramid(counting, image, levels, params, threads)
             labels = image.create_group("labels")
             tissue_fraction, tissue_area_mm2 = _write_tissue(
-                image, labels, levels, info.mpp_y, info.mpp_x, params, pyramid.tissue_plan, pyramid.tissue
+                image,
+                labels,
+                levels,
+                info.mpp_y,
+                info.mpp_x,
+                params,
+                pyramid.tissue_plan,
+                pyramid.tissue,
             )
             if pyramid.coverage:
                 _write_coverage(image, pyramid.coverage)
@@ -420,7 +520,9 @@ def convert_slide(entry: SlideEntry, layout: FleetLayout, params: IngestParams) 
             annotated_area_mm2: float | None = None
             if entry.annotation is not None:
                 try:
-                    annotated_area_mm2 = _write_annotation(entry, reader, labels, params, len(levels))
+                    annotated_area_mm2 = _write_annotation(
+                        entry, reader, labels, params, len(levels)
+                    )
                     label_names.append("annotation")
                 except BadAnnotation as exc:
                     annotation_error = exc
@@ -428,7 +530,9 @@ def convert_slide(entry: SlideEntry, layout: FleetLayout, params: IngestParams) 
                         del labels["annotation"]
             labels.attrs["ome"] = ngff.labels_group_attributes(label_names)
             scales = [
-                ngff.level_scale(str(p.index), info.mpp_y, info.mpp_x, p.downsample_y, p.downsample_x)
+                ngff.level_scale(
+                    str(p.index), info.mpp_y, info.mpp_x, p.downsample_y, p.downsample_x
+                )
                 for p in levels
             ]
             result = IngestResult(
@@ -443,7 +547,9 @@ def convert_slide(entry: SlideEntry, layout: FleetLayout, params: IngestParams) 
                 levels=len(levels),
                 tissue_fraction=tissue_fraction,
                 tissue_area_mm2=tissue_area_mm2,
-                annotation_path=str(entry.annotation) if entry.annotation and annotation_error is None else None,
+                annotation_path=str(entry.annotation)
+                if entry.annotation and annotation_error is None
+                else None,
                 annotated_area_mm2=annotated_area_mm2,
                 split=entry.split,
                 label=entry.label,
@@ -467,9 +573,15 @@ def convert_slide(entry: SlideEntry, layout: FleetLayout, params: IngestParams) 
                 "objective_power": info.objective_power,
                 "native_level_downsamples": list(info.level_downsamples),
                 "levels": [
-                    {"path": str(p.index), "native_level": p.native_level,
-                     "downsample_x": p.downsample_x, "downsample_y": p.downsample_y,
-                     "materialised_fraction": _materialised_fraction(pyramid.coverage.get(p.index))}
+                    {
+                        "path": str(p.index),
+                        "native_level": p.native_level,
+                        "downsample_x": p.downsample_x,
+                        "downsample_y": p.downsample_y,
+                        "materialised_fraction": _materialised_fraction(
+                            pyramid.coverage.get(p.index)
+                        ),
+                    }
                     for p in levels
                 ],
                 "sparse": _sparse_provenance(params, pyramid, info.mpp),
@@ -484,9 +596,22 @@ def convert_slide(entry: SlideEntry, layout: FleetLayout, params: IngestParams) 
             decoded_megapixels = counting.decoded_px / 1e6
             write_completion(
                 tmp_path,
-                {"input_key": key, "result": result_fields, "engine_version": __version__,
-                 "annotation_error": None if annotation_error is None else
-                 {"error_type": type(annotation_error).__name__, "message": str(annotation_error)}},
+                {
+                    "input_key": key,
+                    "result": result_fields,
+                    "engine_version": __version__,
+                    "annotation_error": None
+                    if annotation_error is None
+                    else {
+                        "error_type": type(annotation_error).__name__,
+                        "message": str(annotation_error),
+                    },
+                },
             )
-    return IngestResult(**{**result_fields, "annotation_error": annotation_error,
-                           "decoded_megapixels": decoded_megapixels})
+    return IngestResult(
+        **{
+            **result_fields,
+            "annotation_error": annotation_error,
+            "decoded_megapixels": decoded_megapixels,
+        }
+    )

@@ -48,8 +48,9 @@ class CountingReader:
         self._lock = threading.Lock()
         self.decoded_px = 0
 
-    def read_region_rgb(self, x_level0_px: int, y_level0_px: int, level: int, width_px: int,
-                        height_px: int) -> NDArray[np.uint8]:
+    def read_region_rgb(
+        self, x_level0_px: int, y_level0_px: int, level: int, width_px: int, height_px: int
+    ) -> NDArray[np.uint8]:
         rgb = self._reader.read_region_rgb(x_level0_px, y_level0_px, level, width_px, height_px)
         with self._lock:
             self.decoded_px += width_px * height_px
@@ -77,8 +78,9 @@ def run_bounded(work: Callable[[Region], None], regions: Iterable[Region], threa
             raise
 
 
-def regions(height_px: int, width_px: int, block_px: int, chunk_px: int,
-            coverage: NDArray[np.bool_] | None) -> Iterator[Region]:
+def regions(
+    height_px: int, width_px: int, block_px: int, chunk_px: int, coverage: NDArray[np.bool_] | None
+) -> Iterator[Region]:
     """Chunk-aligned regions of at most ``block_px``² covering the level, or only its covered chunks.
 
     A block whose chunks are all covered is one region; otherwise each chunk row of the block
@@ -105,23 +107,37 @@ def regions(height_px: int, width_px: int, block_px: int, chunk_px: int,
                     yield ry0, ry1, bx + c0 * chunk_px, min(bx + c1 * chunk_px, width_px)
 
 
-def copy_native(reader: SlideReader, array: zarr.Array, plan: LevelPlan, block_px: int, chunk_px: int,
-                threads: int, coverage: NDArray[np.bool_] | None = None) -> None:
+def copy_native(
+    reader: SlideReader,
+    array: zarr.Array,
+    plan: LevelPlan,
+    block_px: int,
+    chunk_px: int,
+    threads: int,
+    coverage: NDArray[np.bool_] | None = None,
+) -> None:
     """Copy a native OpenSlide level verbatim (all of it, or its covered chunks)."""
     assert plan.native_level is not None
     native = plan.native_level
 
     def work(region: Region) -> None:
         y0, y1, x0, x1 = region
-        rgb = reader.read_region_rgb(round(x0 * plan.downsample_x), round(y0 * plan.downsample_y), native,
-                                     x1 - x0, y1 - y0)
+        rgb = reader.read_region_rgb(
+            round(x0 * plan.downsample_x), round(y0 * plan.downsample_y), native, x1 - x0, y1 - y0
+        )
         array[:, y0:y1, x0:x1] = np.ascontiguousarray(rgb.transpose(2, 0, 1))
 
     run_bounded(work, regions(plan.height_px, plan.width_px, block_px, chunk_px, coverage), threads)
 
 
-def downsample_stored(source: zarr.Array, target: zarr.Array, block_px: int, chunk_px: int, threads: int,
-                      coverage: NDArray[np.bool_] | None = None) -> None:
+def downsample_stored(
+    source: zarr.Array,
+    target: zarr.Array,
+    block_px: int,
+    chunk_px: int,
+    threads: int,
+    coverage: NDArray[np.bool_] | None = None,
+) -> None:
     """Fill ``target`` (all of it, or its covered chunks) with the 2x2 area mean of ``source``."""
     height_px, width_px = target.shape[-2:]
 
@@ -133,8 +149,16 @@ def downsample_stored(source: zarr.Array, target: zarr.Array, block_px: int, chu
     run_bounded(work, regions(height_px, width_px, block_px, chunk_px, coverage), threads)
 
 
-def downsample_chain(reader: SlideReader, target: zarr.Array, native: LevelPlan, steps: int, block_px: int,
-                     chunk_px: int, threads: int, native_target: zarr.Array | None = None) -> None:
+def downsample_chain(
+    reader: SlideReader,
+    target: zarr.Array,
+    native: LevelPlan,
+    steps: int,
+    block_px: int,
+    chunk_px: int,
+    threads: int,
+    native_target: zarr.Array | None = None,
+) -> None:
     """Fill ``target`` with ``steps`` successive 2x2 area means of a native level, never storing the
     levels in between.
 
@@ -157,8 +181,13 @@ def downsample_chain(reader: SlideReader, target: zarr.Array, native: LevelPlan,
                 ey, ex = min(sy + sub_out, y1), min(sx + sub_out, x1)
                 ny0, nx0 = sy * factor, sx * factor
                 ny1, nx1 = min(ey * factor, native.height_px), min(ex * factor, native.width_px)
-                rgb = reader.read_region_rgb(round(nx0 * native.downsample_x), round(ny0 * native.downsample_y),
-                                             native.native_level, nx1 - nx0, ny1 - ny0)
+                rgb = reader.read_region_rgb(
+                    round(nx0 * native.downsample_x),
+                    round(ny0 * native.downsample_y),
+                    native.native_level,
+                    nx1 - nx0,
+                    ny1 - ny0,
+                )
                 block = np.ascontiguousarray(rgb.transpose(2, 0, 1))
                 if native_target is not None:
                     native_target[:, ny0:ny1, nx0:nx1] = block
@@ -167,8 +196,17 @@ def downsample_chain(reader: SlideReader, target: zarr.Array, native: LevelPlan,
                 out[:, sy - y0 : ey - y0, sx - x0 : ex - x0] = block[:, : ey - sy, : ex - sx]
         target[:, y0:y1, x0:x1] = out
 
-    run_bounded(work, regions(height_px, width_px, max(block_px // factor, chunk_px) // chunk_px * chunk_px,
-                              chunk_px, None), threads)
+    run_bounded(
+        work,
+        regions(
+            height_px,
+            width_px,
+            max(block_px // factor, chunk_px) // chunk_px * chunk_px,
+            chunk_px,
+            None,
+        ),
+        threads,
+    )
 
 
 def prune(array: zarr.Array, chunk_px: int, coverage: NDArray[np.bool_], threads: int) -> None:

@@ -71,7 +71,9 @@ def downsample_area_2x(block: NDArray[np.uint8]) -> NDArray[np.uint8]:
     return ((summed + 2) // 4).astype(np.uint8)
 
 
-def centre_sample_indices(n_out: int, factor: int, n_in: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+def centre_sample_indices(
+    n_out: int, factor: int, n_in: int
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
     """Input pixels nearest the centres of ``n_out`` output pixels that each span ``factor`` inputs.
 
     Output pixel ``j`` covers input ``[j*f, (j+1)*f)`` and its centre lies at input index

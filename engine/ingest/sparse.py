@@ -31,11 +31,18 @@ def dilate(mask: NDArray[np.bool_], radius_px: int) -> NDArray[np.bool_]:
     """Square (Chebyshev) dilation: every pixel within ``radius_px`` along both axes of tissue."""
     if radius_px <= 0 or not mask.any():
         return mask.astype(bool)
-    return ndimage.maximum_filter(mask.astype(np.uint8), size=2 * radius_px + 1, mode="constant").astype(bool)
+    return ndimage.maximum_filter(
+        mask.astype(np.uint8), size=2 * radius_px + 1, mode="constant"
+    ).astype(bool)
 
 
-def _box_any(integral: NDArray[np.int64], y0: NDArray[np.int64], y1: NDArray[np.int64],
-             x0: NDArray[np.int64], x1: NDArray[np.int64]) -> NDArray[np.bool_]:
+def _box_any(
+    integral: NDArray[np.int64],
+    y0: NDArray[np.int64],
+    y1: NDArray[np.int64],
+    x0: NDArray[np.int64],
+    x1: NDArray[np.int64],
+) -> NDArray[np.bool_]:
     """Whether any pixel of each box [y0, y1) x [x0, x1) is set, from a zero-padded integral image."""
     total = integral[y1[:, None], x1[None, :]] - integral[y0[:, None], x1[None, :]]
     total = total - integral[y1[:, None], x0[None, :]] + integral[y0[:, None], x0[None, :]]
@@ -53,8 +60,9 @@ def chunk_grid_shape(plan: LevelPlan, chunk_px: int) -> tuple[int, int]:
     return math.ceil(plan.height_px / chunk_px), math.ceil(plan.width_px / chunk_px)
 
 
-def touching_chunks(mask: NDArray[np.bool_], mask_downsample_yx: tuple[float, float], plan: LevelPlan,
-                    chunk_px: int) -> NDArray[np.bool_]:
+def touching_chunks(
+    mask: NDArray[np.bool_], mask_downsample_yx: tuple[float, float], plan: LevelPlan, chunk_px: int
+) -> NDArray[np.bool_]:
     """Chunks of ``plan`` whose area (in level-0 px) overlaps any set pixel of ``mask``.
 
     ``mask_downsample_yx`` is the mask's pixel size in level-0 px; a chunk's level-0 extent is
@@ -81,19 +89,27 @@ def close_downwards(coarser: NDArray[np.bool_], finer_shape: tuple[int, int]) ->
     return out
 
 
-def plan_coverage(mask: NDArray[np.bool_], mask_downsample_yx: tuple[float, float],
-                  sparse_levels: Sequence[LevelPlan], chunk_px: int) -> dict[int, NDArray[np.bool_]]:
+def plan_coverage(
+    mask: NDArray[np.bool_],
+    mask_downsample_yx: tuple[float, float],
+    sparse_levels: Sequence[LevelPlan],
+    chunk_px: int,
+) -> dict[int, NDArray[np.bool_]]:
     """Coverage grid of every sparse level (by level index), closed downwards for computed levels.
 
     ``mask`` is the dilated tissue mask. ``sparse_levels`` are ordered finest first; a computed
     level (``native_level is None``) is averaged from the level before it, which therefore must
     hold every chunk under the computed level's written chunks.
     """
-    coverage = {p.index: touching_chunks(mask, mask_downsample_yx, p, chunk_px) for p in sparse_levels}
+    coverage = {
+        p.index: touching_chunks(mask, mask_downsample_yx, p, chunk_px) for p in sparse_levels
+    }
     ordered = list(sparse_levels)
     for finer, coarser in zip(reversed(ordered[:-1]), reversed(ordered[1:]), strict=True):
         if coarser.native_level is None:
-            coverage[finer.index] |= close_downwards(coverage[coarser.index], coverage[finer.index].shape)
+            coverage[finer.index] |= close_downwards(
+                coverage[coarser.index], coverage[finer.index].shape
+            )
     return coverage
 
 

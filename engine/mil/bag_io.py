@@ -61,12 +61,16 @@ def load_bag(source: BagSource, params: BagParams) -> Bag:
         mpp_y, mpp_x = features.attributes["slide_mpp"]
         channel = np.asarray(group["0"][source.score_channel], np.float32)
         scores = tile_scores_from_map(
-            channel, features.coords,
-            level0_px_per_map_px_x=out_um / float(mpp_x), level0_px_per_map_px_y=out_um / float(mpp_y),
+            channel,
+            features.coords,
+            level0_px_per_map_px_x=out_um / float(mpp_x),
+            level0_px_per_map_px_y=out_um / float(mpp_y),
         )
     index = select_bag(
-        features.tissue_fraction, min_tissue_fraction=params.min_tissue_fraction,
-        k=params.k if scores is not None else None, tile_scores=scores,
+        features.tissue_fraction,
+        min_tissue_fraction=params.min_tissue_fraction,
+        k=params.k if scores is not None else None,
+        tile_scores=scores,
     )
     return Bag(
         slide_id=source.slide_id,

@@ -29,7 +29,9 @@ def tile_scores_from_map(
         r0 = int(np.floor((y - origin_y_level0_px) / level0_px_per_map_px_y))
         c1 = int(np.ceil((x + w - origin_x_level0_px) / level0_px_per_map_px_x))
         r1 = int(np.ceil((y + h - origin_y_level0_px) / level0_px_per_map_px_y))
-        window = scores[max(r0, 0) : min(max(r1, r0 + 1), height), max(c0, 0) : min(max(c1, c0 + 1), width)]
+        window = scores[
+            max(r0, 0) : min(max(r1, r0 + 1), height), max(c0, 0) : min(max(c1, c0 + 1), width)
+        ]
         if window.size and np.isfinite(window).any():
             out[index] = float(np.nanmax(window))
     return out

@@ -18,11 +18,29 @@ from engine.metrics.slide_level import (
 SPLIT_ORDER = ("test", "calibration", "train")
 
 
-def _row(source: str, model_id: str, split: str, statistic: str, n: int, value: float | None,
-         **extra: Any) -> dict[str, Any]:
-    return {"source": source, "model_id": model_id, "split": split, "statistic": statistic,
-            "value": value, "n_slides": n, "low": None, "high": None, "true_class": None,
-            "predicted_class": None, "resamples": None, **extra}
+def _row(
+    source: str,
+    model_id: str,
+    split: str,
+    statistic: str,
+    n: int,
+    value: float | None,
+    **extra: Any,
+) -> dict[str, Any]:
+    return {
+        "source": source,
+        "model_id": model_id,
+        "split": split,
+        "statistic": statistic,
+        "value": value,
+        "n_slides": n,
+        "low": None,
+        "high": None,
+        "true_class": None,
+        "predicted_class": None,
+        "resamples": None,
+        **extra,
+    }
 
 
 def slide_metric_rows(
@@ -53,23 +71,54 @@ def slide_metric_rows(
             continue
         n = len(members)
         truth = np.array([class_names.index(r["true_label"]) for r in members])
-        scores = np.array([np.nan if r["score"] is None else r["score"] for r in members], np.float64)
+        scores = np.array(
+            [np.nan if r["score"] is None else r["score"] for r in members], np.float64
+        )
         positive = truth == class_names.index(positive_class)
-        auc = slide_auc_interval(positive, np.nan_to_num(scores, nan=-np.inf), resamples=resamples,
-                                 seed=seed) if resamples else None
+        auc = (
+            slide_auc_interval(
+                positive, np.nan_to_num(scores, nan=-np.inf), resamples=resamples, seed=seed
+            )
+            if resamples
+            else None
+        )
         if auc is not None:
-            out.append(_row(source, model_id, split, "auc", n, auc.auc, low=auc.low, high=auc.high,
-                            resamples=auc.resamples))
+            out.append(
+                _row(
+                    source,
+                    model_id,
+                    split,
+                    "auc",
+                    n,
+                    auc.auc,
+                    low=auc.low,
+                    high=auc.high,
+                    resamples=auc.resamples,
+                )
+            )
         if any(r.get("predicted_class") is None for r in members):
             continue
         predicted = np.array([class_names.index(r["predicted_class"]) for r in members])
         cm = class_confusion(truth, predicted, len(class_names))
         out.append(_row(source, model_id, split, "accuracy", n, accuracy(cm)))
         out.append(_row(source, model_id, split, "balanced_accuracy", n, balanced_accuracy(cm)))
-        out.append(_row(source, model_id, split, "quadratic_weighted_kappa", n,
-                        quadratic_weighted_kappa(cm)))
+        out.append(
+            _row(
+                source, model_id, split, "quadratic_weighted_kappa", n, quadratic_weighted_kappa(cm)
+            )
+        )
         for i, true_name in enumerate(class_names):
             for j, predicted_name in enumerate(class_names):
-                out.append(_row(source, model_id, split, "confusion", n, float(cm[i, j]),
-                                true_class=true_name, predicted_class=predicted_name))
+                out.append(
+                    _row(
+                        source,
+                        model_id,
+                        split,
+                        "confusion",
+                        n,
+                        float(cm[i, j]),
+                        true_class=true_name,
+                        predicted_class=predicted_name,
+                    )
+                )
     return out

@@ -15,7 +15,8 @@ class BagParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     features_model: str | None = Field(
-        None, description="Embedding extractor whose features/ stores hold the tiles, name[:version]."
+        None,
+        description="Embedding extractor whose features/ stores hold the tiles, name[:version].",
     )
     selection: Literal["top_k", "all_tissue"] = Field(
         "top_k",
@@ -50,7 +51,9 @@ class MilParams(BaseModel):
 
     bags: BagParams = Field(default_factory=BagParams)
     name: str = Field("mil", description="Registered name of the trained MIL model.")
-    version: str | None = Field(None, description="Version to register (default: the next integer).")
+    version: str | None = Field(
+        None, description="Version to register (default: the next integer)."
+    )
     classes: list[str] | None = Field(
         None,
         description="Slide labels in class order (ordinal grades in grade order); default: the "
@@ -69,4 +72,6 @@ class MilParams(BaseModel):
     use_gpu: bool = Field(True, description="Train on one GPU when the cluster has one.")
     slides_per_task: int = Field(16, ge=1, description="Slides per Ray prediction task.")
     bootstrap_resamples: int = Field(2000, ge=0, description="Resamples for the AUC's 95 % CI.")
-    top_tiles: int = Field(4, ge=0, le=64, description="Top-attention tiles per slide in the report.")
+    top_tiles: int = Field(
+        4, ge=0, le=64, description="Top-attention tiles per slide in the report."
+    )

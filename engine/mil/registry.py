@@ -93,11 +93,15 @@ def export_mil(module: torch.nn.Module, path: Path, *, embedding_dim: int) -> Pa
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "raw.pt"
         traced.save(str(raw))
-        with zipfile.ZipFile(raw) as source, zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as target:
+        with (
+            zipfile.ZipFile(raw) as source,
+            zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as target,
+        ):
             for info in source.infolist():
                 if not info.filename.endswith(".debug_pkl"):
-                    target.writestr(zipfile.ZipInfo(info.filename, (1980, 1, 1, 0, 0, 0)),
-                                    source.read(info))
+                    target.writestr(
+                        zipfile.ZipInfo(info.filename, (1980, 1, 1, 0, 0, 0)), source.read(info)
+                    )
     return path
 
 
@@ -141,22 +145,28 @@ class MilRegistry:
         directory = self.models_dir / name
         if not directory.is_dir():
             return []
-        found = [self._read(d) for d in directory.iterdir() if d.is_dir() and not d.name.startswith(".")]
+        found = [
+            self._read(d) for d in directory.iterdir() if d.is_dir() and not d.name.startswith(".")
+        ]
         return sorted(found, key=lambda m: version_sort_key(m.card.version))
 
     def resolve(self, ref: str) -> RegisteredMil:
         name, _, version = ref.partition(":")
         candidates = self.versions(name)
         if not candidates:
-            raise ModelError(f"no MIL model named {name!r} under {self.models_dir}; train one "
-                             "with `slidefleet mil train`.")
+            raise ModelError(
+                f"no MIL model named {name!r} under {self.models_dir}; train one "
+                "with `slidefleet mil train`."
+            )
         if not version:
             return candidates[-1]
         for candidate in candidates:
             if candidate.card.version == version:
                 return candidate
-        raise ModelError(f"MIL model {name!r} has no version {version!r}; registered: "
-                         f"{[m.card.version for m in candidates]}")
+        raise ModelError(
+            f"MIL model {name!r} has no version {version!r}; registered: "
+            f"{[m.card.version for m in candidates]}"
+        )
 
     def _read(self, directory: Path) -> RegisteredMil:
         try:

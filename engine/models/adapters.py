@@ -205,10 +205,6 @@ def _shape_error(
     return ModelOutputInvalid(
         f"model {card.ref} ({card.kind}) returned shape {tuple(raw.shape)}, expected "
         f"{expected}{alternatives}: (batch, {card.num_channels} channels "
-        + (
-            "= embedding_dim"
-            if card.is_extractor
-            else f"for classes {list(card.class_names)}"
-        )
+        + ("= embedding_dim" if card.is_extractor else f"for classes {list(card.class_names)}")
         + f", tile_size_px {card.tile_size_px} / output_stride {card.output_stride})"
     )

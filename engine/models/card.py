@@ -226,9 +226,7 @@ class ModelCard(BaseModel):
                 f"embedding_dim is for an embedding_extractor only; a {self.kind} has class_names"
             )
         if not self.class_names:
-            raise ValueError(
-                f"class_names must name at least one output channel of a {self.kind}"
-            )
+            raise ValueError(f"class_names must name at least one output channel of a {self.kind}")
         if stride != step:  # dense output
             if tile % stride:
                 raise ValueError(

@@ -81,7 +81,9 @@ def _copy_model_file(source: Path, target: Path) -> None:
     try:
         shutil.copyfile(source, target)
     except OSError as exc:
-        raise ModelError(f"model file {source} cannot be copied into the registry: {exc.strerror or exc}") from exc
+        raise ModelError(
+            f"model file {source} cannot be copied into the registry: {exc.strerror or exc}"
+        ) from exc
 
 
 class ModelRegistry:

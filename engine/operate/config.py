@@ -28,12 +28,20 @@ class JobConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    manifest: str | None = Field(None, description="Manifest CSV/Parquet (relative to the config file or absolute).")
+    manifest: str | None = Field(
+        None, description="Manifest CSV/Parquet (relative to the config file or absolute)."
+    )
     root: str | None = Field(None, description="Fleet root folder (outputs).")
-    models: list[str] = Field(default_factory=list, description="Registered models, name[:version]; no version = latest.")
+    models: list[str] = Field(
+        default_factory=list, description="Registered models, name[:version]; no version = latest."
+    )
     address: str | None = Field(None, description="Ray cluster address; none starts a local Ray.")
-    dask_address: str | None = Field(None, description="Dask scheduler address for post; none starts a local cluster.")
-    demo_models: bool = Field(False, description="Train and register the demo models first if missing.")
+    dask_address: str | None = Field(
+        None, description="Dask scheduler address for post; none starts a local cluster."
+    )
+    demo_models: bool = Field(
+        False, description="Train and register the demo models first if missing."
+    )
     strict: bool = Field(False, description="Exit non-zero when any slide failed any stage.")
     views: bool = Field(True, description="Render heatmaps, GeoJSON and the cohort report.")
     retry_failed: bool = Field(
@@ -47,8 +55,13 @@ class JobConfig(BaseModel):
         "soon as the threshold is fitted (calibration slides go first) and its prediction commits. False: "
         "each stage runs over the whole cohort before the next.",
     )
-    stream_queue: int = Field(4, ge=1, le=1024, description="Committed slide stores that may wait for each "
-                              "model's scoring actors before ingest pauses (backpressure).")
+    stream_queue: int = Field(
+        4,
+        ge=1,
+        le=1024,
+        description="Committed slide stores that may wait for each "
+        "model's scoring actors before ingest pauses (backpressure).",
+    )
     ingest: IngestParams = Field(default_factory=IngestParams)
     qc: QcParams = Field(default_factory=QcParams)
     infer: InferParams = Field(default_factory=InferParams)
@@ -83,5 +96,7 @@ def load_job_config(path: Path | str | None, overrides: dict[str, Any] | None = 
     try:
         return JobConfig.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
         raise ConfigError(f"{path or 'job config'}: {problems}") from exc

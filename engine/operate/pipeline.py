@@ -66,8 +66,14 @@ def save_fleet_state(layout: FleetLayout, config: JobConfig) -> JobConfig:
     manifest = config.manifest or (previous.manifest if previous else None)
     if manifest is not None:
         manifest = str(Path(manifest).expanduser().resolve())
-    stored = config.model_copy(update={"root": str(layout.root), "manifest": manifest, "models": models,
-                                       "retry_failed": False})
+    stored = config.model_copy(
+        update={
+            "root": str(layout.root),
+            "manifest": manifest,
+            "models": models,
+            "retry_failed": False,
+        }
+    )
     atomic_write_bytes(path, json.dumps(stored.model_dump(mode="json"), indent=2).encode())
     return stored
 
@@ -77,7 +83,13 @@ def _load(path: Path, layout: FleetLayout) -> JobConfig:
     if job.manifest is not None and not Path(job.manifest).expanduser().is_absolute():
         # Written before paths were stored absolute: relative to the root if it is there.
         beside_root = layout.root / job.manifest
-        job = job.model_copy(update={"manifest": str(beside_root if beside_root.exists() else Path(job.manifest).resolve())})
+        job = job.model_copy(
+            update={
+                "manifest": str(
+                    beside_root if beside_root.exists() else Path(job.manifest).resolve()
+                )
+            }
+        )
     return job.model_copy(update={"root": str(layout.root)})
 
 
@@ -89,7 +101,11 @@ def load_fleet_state(layout: FleetLayout) -> JobConfig:
 
 
 def _tables_for(
-    layout: FleetLayout, model_ids: Sequence[str], *, post_params_hash: str | None = None, run_id: str | None = None
+    layout: FleetLayout,
+    model_ids: Sequence[str],
+    *,
+    post_params_hash: str | None = None,
+    run_id: str | None = None,
 ) -> dict[str, pa.Table]:
     """The current result tables: these models, and only rows of the current post parameters.
 
@@ -100,7 +116,9 @@ def _tables_for(
     for name in RESULT_TABLES:
         table = read_table(layout.tables_dir, name)
         if table.num_rows and "model_id" in table.column_names:
-            table = table.filter(pc.is_in(table["model_id"], pa.array(list(model_ids), pa.string())))
+            table = table.filter(
+                pc.is_in(table["model_id"], pa.array(list(model_ids), pa.string()))
+            )
         if post_params_hash is not None and table.num_rows and "params_hash" in table.column_names:
             table = table.filter(pc.equal(table["params_hash"], post_params_hash))
         tables[name] = table
@@ -116,8 +134,11 @@ VIEWS_RECORD = "_views.json"
 
 def views_key(post_run_id: str | None, post_params_hash: str, view: ViewParams) -> dict[str, Any]:
     """What a model's views are drawn from: the post run (its inputs and parameters) and ``view``."""
-    return {"post_run_id": post_run_id, "post_params_hash": post_params_hash,
-            "view_params": view.model_dump(mode="json")}
+    return {
+        "post_run_id": post_run_id,
+        "post_params_hash": post_params_hash,
+        "view_params": view.model_dump(mode="json"),
+    }
 
 
 def views_are_current(layout: FleetLayout, model_id: str, key: dict[str, Any]) -> bool:
@@ -130,50 +151,97 @@ def views_are_current(layout: FleetLayout, model_id: str, key: dict[str, Any]) -
 
 
 def record_views(layout: FleetLayout, model_id: str, key: dict[str, Any]) -> None:
-    atomic_write_bytes(layout.views_dir / model_id / VIEWS_RECORD, json.dumps(key, indent=2).encode())
+    atomic_write_bytes(
+        layout.views_dir / model_id / VIEWS_RECORD, json.dumps(key, indent=2).encode()
+    )
 
 
 def record_ingest(record: RunRecord, report: Any, seconds: float) -> None:
     """The ingest stage and per-slide telemetry in the run record."""
     megapixels = sum(r.width_px * r.height_px for r in report.converted) / 1e6
-    record.stage("ingest", seconds=seconds, converted=len(report.converted), skipped=len(report.skipped),
-                 failed=len(report.failures), not_retried=len(report.known_failures), megapixels=megapixels,
-                 megapixels_per_s=megapixels / seconds if seconds else None)
+    record.stage(
+        "ingest",
+        seconds=seconds,
+        converted=len(report.converted),
+        skipped=len(report.skipped),
+        failed=len(report.failures),
+        not_retried=len(report.known_failures),
+        megapixels=megapixels,
+        megapixels_per_s=megapixels / seconds if seconds else None,
+    )
     for result in report.results:
-        record.slide(result.slide_id, "ingest", seconds=result.seconds, skipped=result.skipped,
-                     megapixels=result.width_px * result.height_px / 1e6,
-                     cpu_seconds=result.cpu_seconds, peak_rss_mib=result.peak_rss_mib)
+        record.slide(
+            result.slide_id,
+            "ingest",
+            seconds=result.seconds,
+            skipped=result.skipped,
+            megapixels=result.width_px * result.height_px / 1e6,
+            cpu_seconds=result.cpu_seconds,
+            peak_rss_mib=result.peak_rss_mib,
+        )
     if report.known_failures:
         record.not_retried["ingest"] = dict(report.known_failures)
 
 
 def record_infer(record: RunRecord, ref: str, model_id: str, inferred: Any, seconds: float) -> None:
     """One model's infer stage and per-slide telemetry in the run record."""
-    record.stage(f"infer:{ref}", seconds=seconds, tiles=inferred.tiles,
-                 tiles_per_s=inferred.tiles_per_second, steady_tiles_per_s=inferred.steady_tiles_per_second,
-                 scored=len(inferred.scored), skipped=len(inferred.skipped), failed=len(inferred.failures),
-                 not_retried=len(inferred.known_failures), actors=inferred.actors, model_id=model_id,
-                 device=inferred.device, actors_wanted=inferred.actors_wanted,
-                 actors_joined_late=inferred.actors_joined_late, scale_up_wait_s=inferred.scale_up_wait_s,
-                 first_tile_s=inferred.first_tile_s, cpu_threads_after_ingest=inferred.cpu_threads_after_ingest)
+    record.stage(
+        f"infer:{ref}",
+        seconds=seconds,
+        tiles=inferred.tiles,
+        tiles_per_s=inferred.tiles_per_second,
+        steady_tiles_per_s=inferred.steady_tiles_per_second,
+        scored=len(inferred.scored),
+        skipped=len(inferred.skipped),
+        failed=len(inferred.failures),
+        not_retried=len(inferred.known_failures),
+        actors=inferred.actors,
+        model_id=model_id,
+        device=inferred.device,
+        actors_wanted=inferred.actors_wanted,
+        actors_joined_late=inferred.actors_joined_late,
+        scale_up_wait_s=inferred.scale_up_wait_s,
+        first_tile_s=inferred.first_tile_s,
+        cpu_threads_after_ingest=inferred.cpu_threads_after_ingest,
+    )
     for scored in inferred.scored:
         io_and_compute = scored["read_seconds"] + scored["model_seconds"]
-        record.slide(scored["slide_id"], f"infer:{ref}", seconds=scored["seconds"],
-                     tiles=scored["tiles"], tiles_per_s=scored["tiles"] / scored["seconds"] if scored["seconds"] else None,
-                     read_seconds=scored["read_seconds"], model_seconds=scored["model_seconds"],
-                     io_fraction=scored["read_seconds"] / io_and_compute if io_and_compute else None)
+        record.slide(
+            scored["slide_id"],
+            f"infer:{ref}",
+            seconds=scored["seconds"],
+            tiles=scored["tiles"],
+            tiles_per_s=scored["tiles"] / scored["seconds"] if scored["seconds"] else None,
+            read_seconds=scored["read_seconds"],
+            model_seconds=scored["model_seconds"],
+            io_fraction=scored["read_seconds"] / io_and_compute if io_and_compute else None,
+        )
     if inferred.known_failures:
         record.not_retried[f"infer:{ref}"] = dict(inferred.known_failures)
 
 
 def record_post(record: RunRecord, ref: str, posted: Any, seconds: float) -> None:
-    record.stage(f"post:{ref}", seconds=seconds, slides=posted.tables["slides"].num_rows, failed=len(posted.failures),
-                 reused=posted.reused, threshold=posted.threshold, threshold_objective=posted.threshold_objective,
-                 threshold_source=posted.threshold_source)
+    record.stage(
+        f"post:{ref}",
+        seconds=seconds,
+        slides=posted.tables["slides"].num_rows,
+        failed=len(posted.failures),
+        reused=posted.reused,
+        threshold=posted.threshold,
+        threshold_objective=posted.threshold_objective,
+        threshold_source=posted.threshold_source,
+    )
 
 
-def views_stage(config: JobConfig, root: Path, ref: str, model_id: str, posted: Any, record: RunRecord,
-                run_id: str) -> list[FailureRecord]:
+def views_stage(
+    config: JobConfig,
+    root: Path,
+    ref: str,
+    model_id: str,
+    posted: Any,
+    record: RunRecord,
+    run_id: str,
+) -> list[FailureRecord]:
     """Render a model's views unless those of the same post run and view parameters exist."""
     from engine.views import render_views
 
@@ -186,8 +254,13 @@ def views_stage(config: JobConfig, root: Path, ref: str, model_id: str, posted: 
         return []
     started = time.perf_counter()
     viewed = render_views(root, ref, params=config.view, run_id=run_id)
-    record.stage(f"views:{ref}", seconds=time.perf_counter() - started, written=len(viewed.paths),
-                 failed=len(viewed.failures), write_errors=viewed.write_errors)
+    record.stage(
+        f"views:{ref}",
+        seconds=time.perf_counter() - started,
+        written=len(viewed.paths),
+        failed=len(viewed.failures),
+        write_errors=viewed.write_errors,
+    )
     if not viewed.failures and not viewed.write_errors:
         record_views(layout, model_id, key)
     return list(viewed.failures)
@@ -215,16 +288,32 @@ def run_stages(
     failures: list[FailureRecord] = []
     if not skip_ingest:
         if config.manifest is None:
-            raise ConfigError("the job has no manifest: give one on the command line or in the config file.")
+            raise ConfigError(
+                "the job has no manifest: give one on the command line or in the config file."
+            )
         started = time.perf_counter()
-        report = ingest(Path(config.manifest), root, params=config.ingest, address=config.address,
-                        slide_ids=ingest_slide_ids, progress=progress, run_id=run_id,
-                        retry_failed=config.retry_failed)
+        report = ingest(
+            Path(config.manifest),
+            root,
+            params=config.ingest,
+            address=config.address,
+            slide_ids=ingest_slide_ids,
+            progress=progress,
+            run_id=run_id,
+            retry_failed=config.retry_failed,
+        )
         record_ingest(record, report, time.perf_counter() - started)
         failures += report.failures
 
-    excluded = _qc_stage(config, root, run_id=run_id, record=record, progress=progress, failures=failures,
-                         skip_ingest=skip_ingest)
+    excluded = _qc_stage(
+        config,
+        root,
+        run_id=run_id,
+        record=record,
+        progress=progress,
+        failures=failures,
+        skip_ingest=skip_ingest,
+    )
 
     if config.demo_models:
         make_demo_models(root)
@@ -237,23 +326,48 @@ def run_stages(
         slide_ids = _without_excluded(root, slide_ids, excluded)
         if slide_ids is None or slide_ids:
             started = time.perf_counter()
-            inferred = infer(root, registered.ref, params=config.infer, address=config.address,
-                             slide_ids=slide_ids, progress=progress, run_id=run_id,
-                             retry_failed=config.retry_failed)
-            record_infer(record, registered.ref, registered.model_id, inferred, time.perf_counter() - started)
+            inferred = infer(
+                root,
+                registered.ref,
+                params=config.infer,
+                address=config.address,
+                slide_ids=slide_ids,
+                progress=progress,
+                run_id=run_id,
+                retry_failed=config.retry_failed,
+            )
+            record_infer(
+                record, registered.ref, registered.model_id, inferred, time.perf_counter() - started
+            )
             failures += inferred.failures
         if post_models is None or registered.ref in post_models:
             started = time.perf_counter()
-            posted = post(root, registered.ref, params=config.post, dask_address=config.dask_address,
-                          progress=progress, run_id=run_id)
+            posted = post(
+                root,
+                registered.ref,
+                params=config.post,
+                dask_address=config.dask_address,
+                progress=progress,
+                run_id=run_id,
+            )
             record_post(record, registered.ref, posted, time.perf_counter() - started)
             failures += posted.failures
-            failures += views_stage(config, root, registered.ref, registered.model_id, posted, record, run_id)
+            failures += views_stage(
+                config, root, registered.ref, registered.model_id, posted, record, run_id
+            )
     return model_ids, failures
 
 
-def _qc_stage(config: JobConfig, root: Path, *, run_id: str, record: RunRecord, progress: bool,
-              failures: list[FailureRecord], skip_ingest: bool) -> set[str]:
+def _qc_stage(
+    config: JobConfig,
+    root: Path,
+    *,
+    run_id: str,
+    record: RunRecord,
+    progress: bool,
+    failures: list[FailureRecord],
+    skip_ingest: bool,
+) -> set[str]:
     """QC every ingested slide (when ``qc.enabled``); return the slides ``qc.exclude`` gates out.
 
     The gate is the latest QC verdict of each slide (``tables/qc``): a slide this run's QC
@@ -265,30 +379,58 @@ def _qc_stage(config: JobConfig, root: Path, *, run_id: str, record: RunRecord, 
     from engine.qc.stage import qc, qc_is_current
 
     tables_dir = FleetLayout(root).tables_dir
-    if not config.qc.enabled or (skip_ingest and qc_is_current(root, config.qc, config.ingest.class_map)):
+    if not config.qc.enabled or (
+        skip_ingest and qc_is_current(root, config.qc, config.ingest.class_map)
+    ):
         return set(excluded_slides(tables_dir))  # the latest verdicts hold
     started = time.perf_counter()
-    report = qc(root, params=config.qc, class_map=config.ingest.class_map, address=config.address,
-                progress=progress, run_id=run_id)
+    report = qc(
+        root,
+        params=config.qc,
+        class_map=config.ingest.class_map,
+        address=config.address,
+        progress=progress,
+        run_id=run_id,
+    )
     seconds = time.perf_counter() - started
-    record.stage("qc", seconds=seconds, measured=len(report.rows), flagged=len(report.flagged),
-                 excluded=len(report.excluded), failed=len(report.failures) - len(report.excluded),
-                 seconds_per_slide=seconds / len(report.rows) if report.rows else None)
+    record.stage(
+        "qc",
+        seconds=seconds,
+        measured=len(report.rows),
+        flagged=len(report.flagged),
+        excluded=len(report.excluded),
+        failed=len(report.failures) - len(report.excluded),
+        seconds_per_slide=seconds / len(report.rows) if report.rows else None,
+    )
     for row in report.rows:
-        record.slide(row["slide_id"], "qc", seconds=row["seconds"], flags=row["flags"],
-                     excluded=row["excluded"])
+        record.slide(
+            row["slide_id"],
+            "qc",
+            seconds=row["seconds"],
+            flags=row["flags"],
+            excluded=row["excluded"],
+        )
     failures += report.failures
     return set(excluded_slides(tables_dir))
 
 
-def _without_excluded(root: Path, slide_ids: Sequence[str] | None, excluded: set[str]) -> list[str] | None:
+def _without_excluded(
+    root: Path, slide_ids: Sequence[str] | None, excluded: set[str]
+) -> list[str] | None:
     """``slide_ids`` (``None``: every slide store) less the QC-excluded ones."""
     if not excluded:
         return None if slide_ids is None else list(slide_ids)
     if slide_ids is None:
         slides_dir = FleetLayout(root).slides_dir
-        slide_ids = sorted(p.name.removesuffix(".ome.zarr") for p in slides_dir.glob("*.ome.zarr")
-                           if not p.name.startswith(".")) if slides_dir.is_dir() else []
+        slide_ids = (
+            sorted(
+                p.name.removesuffix(".ome.zarr")
+                for p in slides_dir.glob("*.ome.zarr")
+                if not p.name.startswith(".")
+            )
+            if slides_dir.is_dir()
+            else []
+        )
     return [s for s in slide_ids if s not in excluded]
 
 
@@ -307,24 +449,34 @@ def score_cohort(
     ``config`` is a :class:`JobConfig` or a job-config file; explicit arguments override it.
     """
     models = [model] if isinstance(model, str) else (list(model) if model else None)
-    overrides: dict[str, Any] = {"manifest": str(manifest) if manifest else None, "root": str(root) if root else None,
-                                 "models": models, "address": address}
+    overrides: dict[str, Any] = {
+        "manifest": str(manifest) if manifest else None,
+        "root": str(root) if root else None,
+        "models": models,
+        "address": address,
+    }
     if isinstance(config, JobConfig):
         job = config.model_copy(update={k: v for k, v in overrides.items() if v is not None})
     else:
         job = load_job_config(config, overrides)
     if job.root is None or not job.models:
-        raise ConfigError("score_cohort needs a root and at least one model (argument or config file).")
+        raise ConfigError(
+            "score_cohort needs a root and at least one model (argument or config file)."
+        )
     layout = FleetLayout(Path(job.root))
     run_id = run_id or new_run_id()
     record = RunRecord(run_id=run_id, config=job.model_dump(mode="json"))
     for stale in sweep_stale_files(stale_file_dirs(layout)):
         log.warning("removed %s left by an interrupted or failed write", stale)
     try:
-        if job.stream and not (job.qc.enabled and job.qc.exclude):  # a QC gate needs the whole cohort first
+        if job.stream and not (
+            job.qc.enabled and job.qc.exclude
+        ):  # a QC gate needs the whole cohort first
             from engine.operate.stream import run_streaming
 
-            model_ids, failures = run_streaming(job, run_id=run_id, record=record, progress=progress)
+            model_ids, failures = run_streaming(
+                job, run_id=run_id, record=record, progress=progress
+            )
         else:
             model_ids, failures = run_stages(job, run_id=run_id, record=record, progress=progress)
     except OutputWriteError as exc:
@@ -334,21 +486,44 @@ def score_cohort(
     return finish_run(layout, job, record, model_ids, failures)
 
 
-def finish_run(layout: FleetLayout, job: JobConfig, record: RunRecord, model_ids: dict[str, str],
-               failures: list[FailureRecord]) -> CohortResult:
+def finish_run(
+    layout: FleetLayout,
+    job: JobConfig,
+    record: RunRecord,
+    model_ids: dict[str, str],
+    failures: list[FailureRecord],
+) -> CohortResult:
     """Write the run record and gather the run's current tables."""
     record.failures = [f.__dict__ for f in failures]
     path = record.write(layout.runs_dir)
-    tables = _tables_for(layout, list(model_ids.values()), post_params_hash=job.post.output_hash(),
-                         run_id=record.run_id)
-    return CohortResult(run_id=record.run_id, root=layout.root, model_ids=model_ids, tables=tables,
-                        failures=failures, run_record=path, stages=record.stages,
-                        known_failures=record.not_retried, write_errors=write_errors_of(record))
+    tables = _tables_for(
+        layout,
+        list(model_ids.values()),
+        post_params_hash=job.post.output_hash(),
+        run_id=record.run_id,
+    )
+    return CohortResult(
+        run_id=record.run_id,
+        root=layout.root,
+        model_ids=model_ids,
+        tables=tables,
+        failures=failures,
+        run_record=path,
+        stages=record.stages,
+        known_failures=record.not_retried,
+        write_errors=write_errors_of(record),
+    )
 
 
 def stale_file_dirs(layout: FleetLayout) -> list[Path]:
     """Where atomic writes leave hidden temporaries when killed: swept at the start of a run."""
-    return [layout.root, layout.runs_dir, layout.tables_dir, layout.views_dir, layout.hash_cache.parent]
+    return [
+        layout.root,
+        layout.runs_dir,
+        layout.tables_dir,
+        layout.views_dir,
+        layout.hash_cache.parent,
+    ]
 
 
 def write_errors_of(record: RunRecord) -> list[str]:
@@ -362,4 +537,6 @@ def write_run_record_after(record: RunRecord, layout: FleetLayout, error: Output
     try:
         record.write(layout.runs_dir)
     except OSError:
-        log.error("the run record of %s could not be written either (%s)", record.run_id, layout.runs_dir)
+        log.error(
+            "the run record of %s could not be written either (%s)", record.run_id, layout.runs_dir
+        )

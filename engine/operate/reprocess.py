@@ -50,7 +50,9 @@ class ReprocessPlan:
     """What is stale, and why. Empty lists/dicts mean everything is up to date."""
 
     ingest: dict[str, str] = field(default_factory=dict)  # slide_id -> reason
-    infer: dict[str, dict[str, str]] = field(default_factory=dict)  # model ref -> slide_id -> reason
+    infer: dict[str, dict[str, str]] = field(
+        default_factory=dict
+    )  # model ref -> slide_id -> reason
     post: dict[str, str] = field(default_factory=dict)  # model ref -> reason
     model_ids: dict[str, str] = field(default_factory=dict)
     up_to_date_slides: int = 0
@@ -68,19 +70,34 @@ class ReprocessPlan:
             lines.append(f"ingest: {len(self.ingest)} slide(s)")
             lines += [f"  {slide_id}: {reason}" for slide_id, reason in sorted(self.ingest.items())]
         else:
-            lines.append(f"ingest: nothing stale ({self.up_to_date_slides} slide stores up to date)")
+            lines.append(
+                f"ingest: nothing stale ({self.up_to_date_slides} slide stores up to date)"
+            )
         if self.refused:
-            lines.append(f"refused (input not usable, fix the manifest): {len(self.refused)} slide(s)")
-            lines += [f"  {slide_id}: {reason}" for slide_id, reason in sorted(self.refused.items())]
+            lines.append(
+                f"refused (input not usable, fix the manifest): {len(self.refused)} slide(s)"
+            )
+            lines += [
+                f"  {slide_id}: {reason}" for slide_id, reason in sorted(self.refused.items())
+            ]
         for ref, model_id in self.model_ids.items():
             stale = self.infer.get(ref, {})
-            lines.append(f"infer {ref} (model_id {model_id}): {len(stale)} slide(s)" if stale
-                         else f"infer {ref} (model_id {model_id}): nothing stale")
+            lines.append(
+                f"infer {ref} (model_id {model_id}): {len(stale)} slide(s)"
+                if stale
+                else f"infer {ref} (model_id {model_id}): nothing stale"
+            )
             lines += [f"  {slide_id}: {reason}" for slide_id, reason in sorted(stale.items())]
-            lines.append(f"post+views {ref}: {self.post[ref]}" if ref in self.post else f"post+views {ref}: up to date")
+            lines.append(
+                f"post+views {ref}: {self.post[ref]}"
+                if ref in self.post
+                else f"post+views {ref}: up to date"
+            )
         for stage, slides in sorted(self.not_retried.items()):
-            lines.append(f"{stage}: {len(slides)} slide(s) not retried: they failed before on the same inputs "
-                         "(--retry-failed retries them)")
+            lines.append(
+                f"{stage}: {len(slides)} slide(s) not retried: they failed before on the same inputs "
+                "(--retry-failed retries them)"
+            )
             lines += [f"  {slide_id}: {error}" for slide_id, error in sorted(slides.items())]
         return "\n".join(lines)
 
@@ -108,10 +125,15 @@ def plan_reprocess(root: Path | str, config: JobConfig | None = None) -> Reproce
         if record is None:
             known = failed_before(failure_marker(layout.root, "ingest", entry.slide_id), key)
             if known is not None and not job.retry_failed:
-                plan.not_retried.setdefault("ingest", {})[entry.slide_id] = f"{known['error_type']}: {known['message']}"
+                plan.not_retried.setdefault("ingest", {})[entry.slide_id] = (
+                    f"{known['error_type']}: {known['message']}"
+                )
                 continue
-            plan.ingest[entry.slide_id] = ("failed before; retried" if known is not None
-                                           else "not ingested yet (or its last attempt failed)")
+            plan.ingest[entry.slide_id] = (
+                "failed before; retried"
+                if known is not None
+                else "not ingested yet (or its last attempt failed)"
+            )
         elif record.get("input_key") != key:
             old = record.get("input_key", {})
             changed = [name for name in key if old.get(name) != key[name]]
@@ -140,7 +162,8 @@ def plan_reprocess(root: Path | str, config: JobConfig | None = None) -> Reproce
                 known = failed_before(marker, key)
                 if known is not None and not job.retry_failed:
                     plan.not_retried.setdefault(f"infer:{registered.ref}", {})[entry.slide_id] = (
-                        f"{known['error_type']}: {known['message']}")
+                        f"{known['error_type']}: {known['message']}"
+                    )
                     continue
                 stale[entry.slide_id] = "no prediction for this model version and parameters"
         plan.infer[ref] = stale
@@ -200,7 +223,9 @@ def reprocess(
     return plan, finish_run(layout, job, record, model_ids, failures)
 
 
-def watch(root: Path | str, *, every_s: float, max_runs: int | None = None, progress: bool = False) -> int:
+def watch(
+    root: Path | str, *, every_s: float, max_runs: int | None = None, progress: bool = False
+) -> int:
     """Poll the registry and inputs every ``every_s`` seconds and reprocess what is stale."""
     runs = 0
     while max_runs is None or runs < max_runs:

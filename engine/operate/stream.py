@@ -59,8 +59,10 @@ def split_cpus(total_cpus: float, n_models: int, cpus_per_actor: float) -> tuple
     at the least (fractional when there are fewer CPUs than models).
     """
     if total_cpus < 2:
-        raise ConfigError(f"a streaming run needs at least 2 CPUs (the cluster has {total_cpus:g}); "
-                          "set stream: false to run the stages one after another.")
+        raise ConfigError(
+            f"a streaming run needs at least 2 CPUs (the cluster has {total_cpus:g}); "
+            "set stream: false to run the stages one after another."
+        )
     ingest_cpus = max(1, int(total_cpus // 2))
     left = total_cpus - ingest_cpus
     per_model = left / n_models
@@ -86,7 +88,9 @@ def run_streaming(
 
     assert config.root is not None
     if config.manifest is None:
-        raise ConfigError("the job has no manifest: give one on the command line or in the config file.")
+        raise ConfigError(
+            "the job has no manifest: give one on the command line or in the config file."
+        )
     origin = time.perf_counter()
     root = Path(config.root)
     layout = FleetLayout(root)
@@ -99,52 +103,92 @@ def run_streaming(
 
     ensure_ray(config.address)
     total_cpus = float(ray.cluster_resources().get("CPU", 1.0))
-    ingest_cpus, actors_per_model, cpus_per_actor = split_cpus(total_cpus, len(models),
-                                                               config.infer.cpus_per_actor)
-    max_actors = actors_per_model if config.infer.max_actors is None else min(actors_per_model,
-                                                                              config.infer.max_actors)
+    ingest_cpus, actors_per_model, cpus_per_actor = split_cpus(
+        total_cpus, len(models), config.infer.cpus_per_actor
+    )
+    max_actors = (
+        actors_per_model
+        if config.infer.max_actors is None
+        else min(actors_per_model, config.infer.max_actors)
+    )
     if sum(1 for node in ray.nodes() if node.get("Alive")) == 1:
         # One machine: every CPU converts. Its actors reserve only a token CPU (infer, on a single
         # node) and run one model thread until ingest is done, so no reserved CPU idles while they
         # wait for stores (measured: ingest halved at 100 slides made the stream 1.32x the stages' sum).
         ingest_cpus = max(1, int(total_cpus))
     # CPU actors share the CPUs ingest does not use; GPU actors live on GPU nodes and are not capped.
-    cpu_share = CpuShare(max_actors, cpus_per_actor,
-                         threads_after_ingest=max(1, int(total_cpus // (max_actors * len(models)))))
-    record.stage("stream", ingest_tasks=ingest_cpus, actors_per_model=max_actors, cpus_per_actor=cpus_per_actor,
-                 queue=config.stream_queue, cluster_cpus=total_cpus)
+    cpu_share = CpuShare(
+        max_actors,
+        cpus_per_actor,
+        threads_after_ingest=max(1, int(total_cpus // (max_actors * len(models)))),
+    )
+    record.stage(
+        "stream",
+        ingest_tasks=ingest_cpus,
+        actors_per_model=max_actors,
+        cpus_per_actor=cpus_per_actor,
+        queue=config.stream_queue,
+        cluster_cpus=total_cpus,
+    )
 
     streams: dict[str, _ModelStream] = {}
     for registered in models:
         streams[registered.ref] = _ModelStream(
-            registered.ref, registered.model_id, SlideFeed(config.stream_queue),
-            PostStream(root, registered.ref, params=config.post, run_id=run_id, expected_calibration=calibration,
-                       clock_origin=origin, fit_expected=any(e.split for e in entries) or None),
+            registered.ref,
+            registered.model_id,
+            SlideFeed(config.stream_queue),
+            PostStream(
+                root,
+                registered.ref,
+                params=config.post,
+                run_id=run_id,
+                expected_calibration=calibration,
+                clock_origin=origin,
+                fit_expected=any(e.split for e in entries) or None,
+            ),
         )
 
     def infer_thread(stream: _ModelStream) -> None:
         def on_slide(slide_id: str, outcome: str) -> None:
-            record.slide(slide_id, f"stream:{stream.ref}", infer_outcome=outcome,
-                         infer_done_at_s=time.perf_counter() - origin)
+            record.slide(
+                slide_id,
+                f"stream:{stream.ref}",
+                infer_outcome=outcome,
+                infer_done_at_s=time.perf_counter() - origin,
+            )
             if outcome == "committed":
-                stream.first_prediction_s = stream.first_prediction_s or time.perf_counter() - origin
+                stream.first_prediction_s = (
+                    stream.first_prediction_s or time.perf_counter() - origin
+                )
                 stream.post.committed(slide_id)
             else:
                 stream.post.gone(slide_id)
 
         started = time.perf_counter()
         try:
-            stream.report = infer(root, stream.ref, params=config.infer, address=config.address, progress=False,
-                                  run_id=run_id, retry_failed=config.retry_failed, feed=stream.feed,
-                                  on_slide=on_slide, cpu_share=cpu_share)
-            record_infer(record, stream.ref, stream.model_id, stream.report, time.perf_counter() - started)
+            stream.report = infer(
+                root,
+                stream.ref,
+                params=config.infer,
+                address=config.address,
+                progress=False,
+                run_id=run_id,
+                retry_failed=config.retry_failed,
+                feed=stream.feed,
+                on_slide=on_slide,
+                cpu_share=cpu_share,
+            )
+            record_infer(
+                record, stream.ref, stream.model_id, stream.report, time.perf_counter() - started
+            )
         except BaseException as exc:  # noqa: BLE001 - re-raised by the main thread
             stream.error = exc
             stream.feed.abandon()
 
     for stream in streams.values():
-        stream.thread = threading.Thread(target=infer_thread, args=(stream,), name=f"infer-{stream.ref}",
-                                         daemon=True)
+        stream.thread = threading.Thread(
+            target=infer_thread, args=(stream,), name=f"infer-{stream.ref}", daemon=True
+        )
         stream.thread.start()
 
     def hand_over(slide_id: str) -> None:
@@ -157,7 +201,9 @@ def run_streaming(
 
     def on_ingested(slide_id: str, outcome: str) -> None:
         order.append(slide_id)
-        record.slide(slide_id, "stream", ingested_at_s=time.perf_counter() - origin, ingest_outcome=outcome)
+        record.slide(
+            slide_id, "stream", ingested_at_s=time.perf_counter() - origin, ingest_outcome=outcome
+        )
         if outcome in ("converted", "skipped"):
             hand_over(slide_id)
         else:
@@ -167,10 +213,18 @@ def run_streaming(
     failures: list[FailureRecord] = []
     started = time.perf_counter()
     try:
-        report = ingest(Path(config.manifest), root, params=config.ingest, address=config.address,
-                        progress=progress, run_id=run_id, retry_failed=config.retry_failed,
-                        first_split=config.post.calibration_split, max_in_flight=ingest_cpus,
-                        on_slide=on_ingested)
+        report = ingest(
+            Path(config.manifest),
+            root,
+            params=config.ingest,
+            address=config.address,
+            progress=progress,
+            run_id=run_id,
+            retry_failed=config.retry_failed,
+            first_split=config.post.calibration_split,
+            max_in_flight=ingest_cpus,
+            on_slide=on_ingested,
+        )
         record_ingest(record, report, time.perf_counter() - started)
         failures += report.failures
         # Stores from earlier manifests are scored too, as a staged run would.
@@ -183,8 +237,15 @@ def run_streaming(
             stream.feed.close()
     try:
         # QC that reports but never gates (qc.exclude empty) runs while the actors score.
-        _qc_stage(config, root, run_id=run_id, record=record, progress=progress, failures=failures,
-                  skip_ingest=False)
+        _qc_stage(
+            config,
+            root,
+            run_id=run_id,
+            record=record,
+            progress=progress,
+            failures=failures,
+            skip_ingest=False,
+        )
     finally:
         for stream in streams.values():
             assert stream.thread is not None
@@ -201,16 +262,26 @@ def run_streaming(
         started = time.perf_counter()
         posted = stream.post.finish()
         record_post(record, stream.ref, posted, time.perf_counter() - started)
-        record.stage(f"post:{stream.ref}", first_slide_row_s=stream.post.first_result_s,
-                     fit_at_s=stream.post.fit_s, first_prediction_s=stream.first_prediction_s)
+        record.stage(
+            f"post:{stream.ref}",
+            first_slide_row_s=stream.post.first_result_s,
+            fit_at_s=stream.post.fit_s,
+            first_prediction_s=stream.first_prediction_s,
+        )
         failures += posted.failures
         failures += views_stage(config, root, stream.ref, stream.model_id, posted, record, run_id)
         if stream.post.first_result_s is not None:
             first_rows.append(stream.post.first_result_s)
-    record.stage("stream", makespan_s=time.perf_counter() - origin, ingest_order=order,
-                 first_slide_row_s=min(first_rows) if first_rows else None,
-                 first_prediction_s=min((s.first_prediction_s for s in streams.values()
-                                         if s.first_prediction_s is not None), default=None))
+    record.stage(
+        "stream",
+        makespan_s=time.perf_counter() - origin,
+        ingest_order=order,
+        first_slide_row_s=min(first_rows) if first_rows else None,
+        first_prediction_s=min(
+            (s.first_prediction_s for s in streams.values() if s.first_prediction_s is not None),
+            default=None,
+        ),
+    )
     return model_ids, failures
 
 

@@ -16,8 +16,19 @@ from typing import Any
 from engine import __version__
 from engine.store.atomic import atomic_write_bytes
 
-_PACKAGES = ("ray", "torch", "zarr", "dask", "distributed", "numpy", "pyarrow", "openslide-python",
-             "openslide-bin", "scikit-image", "numcodecs")
+_PACKAGES = (
+    "ray",
+    "torch",
+    "zarr",
+    "dask",
+    "distributed",
+    "numpy",
+    "pyarrow",
+    "openslide-python",
+    "openslide-bin",
+    "scikit-image",
+    "numcodecs",
+)
 
 
 def versions() -> dict[str, str | None]:
@@ -38,8 +49,13 @@ def versions() -> dict[str, str | None]:
 
 def git_commit() -> str | None:
     try:
-        result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                                cwd=Path(__file__).resolve().parent)
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return result.stdout.strip() or None if result.returncode == 0 else None

@@ -94,8 +94,14 @@ def post(
             report.scheduler = executor.description
             mark = time.perf_counter()
             timings["cluster_start_s"] = mark - started - timings["plan_s"]
-            threshold_rows = fit_pass(executor, calibration, params, report, failures,
-                                      fit_expected=any(p.split for p in plan.plans))
+            threshold_rows = fit_pass(
+                executor,
+                calibration,
+                params,
+                report,
+                failures,
+                fit_expected=any(p.split for p in plan.plans),
+            )
             timings["fit_s"] = time.perf_counter() - mark
             mark = time.perf_counter()
             failed = {f.slide_id for f in failures}

@@ -111,8 +111,12 @@ class RayExecutor:
         for task in tasks:
             graph.update(task.__dask_graph__())
         # ray_persist: Ray object refs come back at once, so results can be taken as they finish.
-        refs = ray_dask_get(graph, [task.key for task in tasks], ray_persist=True,
-                            ray_remote_args=dict(self.remote_args))
+        refs = ray_dask_get(
+            graph,
+            [task.key for task in tasks],
+            ray_persist=True,
+            ray_remote_args=dict(self.remote_args),
+        )
         pending = {ref: i for i, ref in enumerate(refs)}
         out: list[Any] = [None] * len(refs)
         while pending:

@@ -120,7 +120,9 @@ def fit_pass(
         raise summed
     failures += summed.failures
     fleet_root = Path(plans[0].slide_store).parent.parent if plans else None
-    return choose_threshold(summed, params, report, failures, fleet_root=fleet_root, fit_expected=fit_expected)
+    return choose_threshold(
+        summed, params, report, failures, fleet_root=fleet_root, fit_expected=fit_expected
+    )
 
 
 def choose_threshold(
@@ -146,12 +148,21 @@ def choose_threshold(
     report.calibration_slide_ids = sorted(summed.slide_ids)
     if reason is None:
         report.threshold, report.threshold_objective = fitted[params.objective], params.objective
-        report.threshold_source = {"kind": "calibration_fit", "calibration_split": params.calibration_split,
-                                   "n_slides": len(report.calibration_slide_ids)}
+        report.threshold_source = {
+            "kind": "calibration_fit",
+            "calibration_split": params.calibration_split,
+            "n_slides": len(report.calibration_slide_ids),
+        }
         if fleet_root is not None:
-            store_fitted_threshold(report.model, params, threshold=report.threshold, fitted_thresholds=fitted,
-                                   calibration_slide_ids=report.calibration_slide_ids,
-                                   fleet_root=fleet_root, run_id=report.run_id)
+            store_fitted_threshold(
+                report.model,
+                params,
+                threshold=report.threshold,
+                fitted_thresholds=fitted,
+                calibration_slide_ids=report.calibration_slide_ids,
+                fleet_root=fleet_root,
+                run_id=report.run_id,
+            )
         return threshold_rows(summed, params, fitted)
     # A cohort meant to be fitted (it assigns splits) whose calibration split cannot be fitted
     # (empty, no ground truth, no tumour) has a problem the user must see: only an explicit
@@ -166,13 +177,21 @@ def choose_threshold(
     if found is not None:
         report.threshold, report.threshold_objective, source = found
         report.threshold_source = {**source, "why": reason}
-        log.info("post %s: %s; using the threshold %s from %s", report.model.ref, reason, report.threshold,
-                 source["kind"])
+        log.info(
+            "post %s: %s; using the threshold %s from %s",
+            report.model.ref,
+            reason,
+            report.threshold,
+            source["kind"],
+        )
         return []
     failures.append(
         FailureRecord(
-            STAGE, COHORT_SLIDE_ID, ThresholdFitError.__name__,
-            reason + "; run a calibration cohort with ground truth for this model version first, or set "
+            STAGE,
+            COHORT_SLIDE_ID,
+            ThresholdFitError.__name__,
+            reason
+            + "; run a calibration cohort with ground truth for this model version first, or set "
             "post.fallback_threshold (or the model card's default_threshold) to threshold slides anyway",
             model_id=report.model.model_id,
         )

@@ -73,7 +73,10 @@ def plan_cohort(layout: FleetLayout, model: RegisteredModel, params: PostParams)
     # row says why, and an older prediction of theirs must not count.
     gated = set(excluded_slides(layout.tables_dir))
     slide_ids = sorted(
-        (set(_store_names(layout.slides_dir, ".ome.zarr")) | set(_store_names(prediction_dir, ".zarr")))
+        (
+            set(_store_names(layout.slides_dir, ".ome.zarr"))
+            | set(_store_names(prediction_dir, ".zarr"))
+        )
         - gated
     )
     plans: list[SlidePlan] = []

@@ -172,15 +172,20 @@ def load_slide_maps(plan: SlidePlan) -> SlideMaps:
             f"{prediction_path}: array '0' has shape {array.shape}; expected (C, H, W) with "
             f"channel {plan.channel} of {plan.n_classes}."
         )
-    grid = _frames(_attributes(prediction_path), str(prediction_path))[0].with_shape(*array.shape[-2:])
+    grid = _frames(_attributes(prediction_path), str(prediction_path))[0].with_shape(
+        *array.shape[-2:]
+    )
     channels = slice(None) if plan.multiclass else slice(plan.channel, plan.channel + 1)
     scores = np.asarray(array[channels], dtype=np.float32)
     tissue = _label_on_grid(slide_path, "tissue", grid) != 0
     scored = np.isfinite(scores).all(axis=0)
     unscored_tissue_px = int(np.count_nonzero(tissue & ~scored))
     if unscored_tissue_px:
-        log.warning("%s: %d tissue pixels have no score; they are left out of metrics",
-                    plan.slide_id, unscored_tissue_px)
+        log.warning(
+            "%s: %d tissue pixels have no score; they are left out of metrics",
+            plan.slide_id,
+            unscored_tissue_px,
+        )
     tissue &= scored
     annotation = (
         _label_on_grid(slide_path, "annotation", grid) if "annotation" in label_names else None
@@ -287,8 +292,13 @@ def analyse_slide(
     scores = thresholded_scores(maps, params)
     # ``scores`` are already z-scored when params.score asks for it: compare them as they are.
     cleaned = predicted_mask(
-        scores, maps.tissue, threshold=threshold, score_kind="probability", pixel_um=maps.pixel_um,
-        min_region_um2=params.min_region_um2, max_hole_um2=params.max_hole_um2,
+        scores,
+        maps.tissue,
+        threshold=threshold,
+        score_kind="probability",
+        pixel_um=maps.pixel_um,
+        min_region_um2=params.min_region_um2,
+        max_hole_um2=params.max_hole_um2,
     )
     labels, _ = label_regions(cleaned)
     placement = {
@@ -351,7 +361,9 @@ def analyse_slide(
             "bbox_y1_level0_px": r.bbox_y1_level0_px,
             "mean_score": r.mean_score,
             "max_score": r.max_score,
-            "outline_wkb": shapely.to_wkb(outlines[r.region_id]) if r.region_id in outlines else None,
+            "outline_wkb": shapely.to_wkb(outlines[r.region_id])
+            if r.region_id in outlines
+            else None,
         }
         for r in found
     ]

@@ -65,8 +65,12 @@ class PostStream:
         self.model = resolve_model(self.layout, model)
         params_hash = self.params.output_hash()
         self.report = PostReport(
-            run_id=run_id or new_run_id(), model=self.model, params=self.params, params_hash=params_hash,
-            tables={}, record_path=record_path(self.layout, self.model.model_id, params_hash),
+            run_id=run_id or new_run_id(),
+            model=self.model,
+            params=self.params,
+            params_hash=params_hash,
+            tables={},
+            record_path=record_path(self.layout, self.model.model_id, params_hash),
             scheduler="streamed: driver thread pool",
         )
         self._channel = positive_channel(self.model, self.params)
@@ -75,7 +79,9 @@ class PostStream:
         # One BLAS thread while slides run here, as on a Dask worker (same sums, and faster).
         self._blas = _one_blas_thread()
         self._blas.__enter__()
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"post-{self.model.name}")
+        self._pool = ThreadPoolExecutor(
+            max_workers=workers, thread_name_prefix=f"post-{self.model.name}"
+        )
         self._sweeps: dict[str, Future[SweepPart]] = {}
         self._slides: dict[str, Future[SlideResult | FailureRecord]] = {}
         self._waiting: dict[str, SlidePlan] = {}
@@ -106,8 +112,13 @@ class PostStream:
         result = slide_record.get("result", {})
         n_classes = len(self.model.card.class_names)
         return SlidePlan(
-            slide_id=slide_id, slide_store=str(slide_path), prediction=str(prediction_path),
-            split=result.get("split"), label=result.get("label"), channel=self._channel, n_classes=n_classes,
+            slide_id=slide_id,
+            slide_store=str(slide_path),
+            prediction=str(prediction_path),
+            split=result.get("split"),
+            label=result.get("label"),
+            channel=self._channel,
+            n_classes=n_classes,
             multiclass=n_classes > 1 and self.model.card.kind != "anomaly_scorer",
         )
 
@@ -118,7 +129,9 @@ class PostStream:
         self._started = True
         for plan in self._cohort().plans:
             if plan.split == self.params.calibration_split and plan.slide_id not in self._sweeps:
-                self._sweeps[plan.slide_id] = self._pool.submit(sweep_task, plan, self.params, self.model.model_id)
+                self._sweeps[plan.slide_id] = self._pool.submit(
+                    sweep_task, plan, self.params, self.model.model_id
+                )
 
     def committed(self, slide_id: str) -> None:
         """A prediction of this model committed (or a slide's prediction is known complete)."""
@@ -130,7 +143,9 @@ class PostStream:
                 self._maybe_fit()
                 return
             if plan.split == self.params.calibration_split and slide_id not in self._sweeps:
-                self._sweeps[slide_id] = self._pool.submit(sweep_task, plan, self.params, self.model.model_id)
+                self._sweeps[slide_id] = self._pool.submit(
+                    sweep_task, plan, self.params, self.model.model_id
+                )
             if self._fitted:
                 self._submit_slide(plan)
             else:
@@ -147,13 +162,23 @@ class PostStream:
     def _submit_slide(self, plan: SlidePlan) -> None:
         if self.report.threshold is None or plan.slide_id in self._slides:
             return
-        future = self._pool.submit(slide_task, plan, self.params, self.model.model_id, self.report.threshold,
-                                   self.report.threshold_objective or self.params.objective)
+        future = self._pool.submit(
+            slide_task,
+            plan,
+            self.params,
+            self.model.model_id,
+            self.report.threshold,
+            self.report.threshold_objective or self.params.objective,
+        )
         future.add_done_callback(self._slide_done)
         self._slides[plan.slide_id] = future
 
     def _slide_done(self, future: Future[SlideResult | FailureRecord]) -> None:
-        if self.first_result_s is None and not future.cancelled() and isinstance(future.result(), SlideResult):
+        if (
+            self.first_result_s is None
+            and not future.cancelled()
+            and isinstance(future.result(), SlideResult)
+        ):
             self.first_result_s = time.perf_counter() - self._origin
 
     def _maybe_fit(self, force: bool = False) -> None:
@@ -169,8 +194,14 @@ class PostStream:
         fit_expected = self._fit_expected
         if fit_expected is None:
             fit_expected = any(p.split for p in self._cohort().plans)
-        self._threshold_rows = choose_threshold(summed, self.params, self.report, self._failures,
-                                                fleet_root=self.layout.root, fit_expected=fit_expected)
+        self._threshold_rows = choose_threshold(
+            summed,
+            self.params,
+            self.report,
+            self._failures,
+            fleet_root=self.layout.root,
+            fit_expected=fit_expected,
+        )
         self._fitted = True
         self.fit_s = time.perf_counter() - self._origin
         failed = {f.slide_id for f in self._failures}
@@ -190,7 +221,11 @@ class PostStream:
         plan = self._cohort()
         previous = read_post_record(self.layout.root, self.model.model_id, self.report.params_hash)
         try:
-            if not force and previous is not None and record_is_current(self.layout, previous, plan.inputs):
+            if (
+                not force
+                and previous is not None
+                and record_is_current(self.layout, previous, plan.inputs)
+            ):
                 reuse(self.layout, self.report, previous)
                 return self.report
             with self._lock:
@@ -198,7 +233,9 @@ class PostStream:
                 self._expected.clear()
                 for p in plan.plans:  # calibration slides may have committed before the stream
                     if p.split == self.params.calibration_split and p.slide_id not in self._sweeps:
-                        self._sweeps[p.slide_id] = self._pool.submit(sweep_task, p, self.params, self.model.model_id)
+                        self._sweeps[p.slide_id] = self._pool.submit(
+                            sweep_task, p, self.params, self.model.model_id
+                        )
                 for future in list(self._sweeps.values()):
                     future.result()
                 self._maybe_fit(force=True)
@@ -215,23 +252,32 @@ class PostStream:
                 try:
                     outcome = future.result()
                 except Exception as exc:  # noqa: BLE001 - one slide's failure, not the cohort's
-                    outcome = FailureRecord.from_exception(STAGE, p.slide_id, exc, source_path=p.prediction,
-                                                           model_id=self.model.model_id)
+                    outcome = FailureRecord.from_exception(
+                        STAGE,
+                        p.slide_id,
+                        exc,
+                        source_path=p.prediction,
+                        model_id=self.model.model_id,
+                    )
                 if isinstance(outcome, SlideResult):
                     results.append(outcome)
                 else:
                     failures.append(outcome)
             self.report.failures = failures
-            superseded = previous or read_post_record(self.layout.root, self.model.model_id,
-                                                      self.report.params_hash, any_format=True)
+            superseded = previous or read_post_record(
+                self.layout.root, self.model.model_id, self.report.params_hash, any_format=True
+            )
             write_outputs(self.layout, self.report, plan, results, self._threshold_rows, superseded)
             return self.report
         finally:
             self._pool.shutdown(wait=True)
             self._blas.__exit__(None, None, None)
             self.report.seconds = time.perf_counter() - started
-            self.report.timings = {"finish_s": self.report.seconds, "fit_at_s": self.fit_s or 0.0,
-                                   "first_slide_row_at_s": self.first_result_s or 0.0}
+            self.report.timings = {
+                "finish_s": self.report.seconds,
+                "fit_at_s": self.fit_s or 0.0,
+                "first_slide_row_at_s": self.first_result_s or 0.0,
+            }
 
 
 __all__ = ["PostStream"]

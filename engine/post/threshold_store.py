@@ -33,7 +33,9 @@ _FIT_FIELDS = ("score", "objective", "grid", "positive_class", "truth_labels", "
 def fit_key(params: PostParams) -> str:
     """Hash of the post parameters a threshold fit depends on."""
     payload = {name: getattr(params, name) for name in _FIT_FIELDS}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=list).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=list).encode()).hexdigest()[
+        :16
+    ]
 
 
 def thresholds_path(model: RegisteredModel) -> Path:
@@ -76,15 +78,22 @@ def store_fitted_threshold(
         "fitted_at": dt.datetime.now(dt.UTC).isoformat(),
     }
     entries = [e for e in _read(path) if e.get("fit_key") != key] + [entry]
-    atomic_write_bytes(path, json.dumps({"format": 1, "entries": entries}, indent=2, sort_keys=True).encode())
+    atomic_write_bytes(
+        path, json.dumps({"format": 1, "entries": entries}, indent=2, sort_keys=True).encode()
+    )
     return entry
 
 
 def stored_threshold(model: RegisteredModel, params: PostParams) -> dict[str, Any] | None:
     """The newest fit stored for this model version and these fit parameters, or ``None``."""
     key = fit_key(params)
-    matches = [e for e in _read(thresholds_path(model)) if e.get("fit_key") == key
-               and e.get("model_id") == model.model_id and isinstance(e.get("threshold"), (int, float))]
+    matches = [
+        e
+        for e in _read(thresholds_path(model))
+        if e.get("fit_key") == key
+        and e.get("model_id") == model.model_id
+        and isinstance(e.get("threshold"), (int, float))
+    ]
     return matches[-1] if matches else None
 
 
@@ -94,9 +103,21 @@ def threshold_without_calibration(
     """(threshold, objective, source) for a cohort with nothing to fit on, or ``None``."""
     stored = stored_threshold(model, params)
     if stored is not None:
-        source = {"kind": "stored_fit", "path": str(thresholds_path(model)),
-                  **{k: stored[k] for k in ("fleet_root", "post_run_id", "fitted_at", "calibration_split",
-                                           "calibration_slide_ids") if k in stored}}
+        source = {
+            "kind": "stored_fit",
+            "path": str(thresholds_path(model)),
+            **{
+                k: stored[k]
+                for k in (
+                    "fleet_root",
+                    "post_run_id",
+                    "fitted_at",
+                    "calibration_split",
+                    "calibration_slide_ids",
+                )
+                if k in stored
+            },
+        }
         return float(stored["threshold"]), str(stored["objective"]), source
     if params.fallback_threshold is not None:
         return params.fallback_threshold, "fixed", {"kind": "post.fallback_threshold"}

@@ -23,9 +23,7 @@ from engine.store.frame import Frame, level_for_target, resample_nearest
 from engine.store.slide_store import SlideStore
 
 
-def _nearest_on(
-    source: NDArray[np.uint8], source_level: Frame, target: Frame
-) -> NDArray[np.uint8]:
+def _nearest_on(source: NDArray[np.uint8], source_level: Frame, target: Frame) -> NDArray[np.uint8]:
     """``source`` sampled at the pixel centres of ``target`` (both levels in the slide's µm)."""
     return resample_nearest(source, source_level.with_shape(*source.shape[-2:]), target)
 

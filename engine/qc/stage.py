@@ -90,11 +90,15 @@ def qc_is_current(root: Path | str, params: QcParams, class_map: str = "camelyon
     layout = FleetLayout(Path(root))
     verdicts = qc_verdicts(layout.tables_dir)
     digest = params_hash(params, class_map)
-    stores = [
-        p.name.removesuffix(".ome.zarr")
-        for p in layout.slides_dir.glob("*.ome.zarr")
-        if read_completion(p) is not None
-    ] if layout.slides_dir.is_dir() else []
+    stores = (
+        [
+            p.name.removesuffix(".ome.zarr")
+            for p in layout.slides_dir.glob("*.ome.zarr")
+            if read_completion(p) is not None
+        ]
+        if layout.slides_dir.is_dir()
+        else []
+    )
     return all(s in verdicts and verdicts[s].get("params_hash") == digest for s in stores)
 
 

@@ -42,7 +42,10 @@ def _kind(mode: int) -> str:
 
 
 def check_input_file(
-    path: Path | str, *, what: Literal["slide", "annotation"] = "slide", max_bytes: int = MAX_INPUT_BYTES
+    path: Path | str,
+    *,
+    what: Literal["slide", "annotation"] = "slide",
+    max_bytes: int = MAX_INPUT_BYTES,
 ) -> os.stat_result:
     """``stat`` of ``path`` if it is a regular file (after symlinks) of at most ``max_bytes``.
 
@@ -55,14 +58,18 @@ def check_input_file(
         info = path.stat()
     except FileNotFoundError as exc:
         if path.is_symlink():
-            raise SlideNotFound(f"{path}: the {what} file is a symlink to {os.readlink(path)!r}, which does not exist.") from exc
+            raise SlideNotFound(
+                f"{path}: the {what} file is a symlink to {os.readlink(path)!r}, which does not exist."
+            ) from exc
         raise SlideNotFound(f"{path}: {what} file not found.") from exc
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise NotARegularFile(
                 f"{path}: the {what} path is a symlink loop (it points back to itself); fix the link."
             ) from exc
-        raise SlideUnreadable(f"{path}: cannot read the {what} file: {exc.strerror or exc}.") from exc
+        raise SlideUnreadable(
+            f"{path}: cannot read the {what} file: {exc.strerror or exc}."
+        ) from exc
     if not stat.S_ISREG(info.st_mode):
         raise NotARegularFile(
             f"{path}: the {what} path is {_kind(info.st_mode)}, not a {what} file; "
@@ -89,7 +96,9 @@ def _stamp(path: Path, info: os.stat_result) -> Stamp:
     return (str(path), info.st_size, info.st_mtime_ns, info.st_ino)
 
 
-def content_stamps(path: Path | str, *, what: Literal["slide", "annotation"] = "slide") -> list[Stamp]:
+def content_stamps(
+    path: Path | str, *, what: Literal["slide", "annotation"] = "slide"
+) -> list[Stamp]:
     """What the hash depends on: (path, size, mtime_ns, inode) of the file and its companions.
 
     Checks every file first (:func:`check_input_file`), so this never blocks.
@@ -100,7 +109,9 @@ def content_stamps(path: Path | str, *, what: Literal["slide", "annotation"] = "
         stamps.append(_stamp(companion, check_input_file(companion, what=what)))
     total = sum(s[1] for s in stamps)
     if total > MAX_INPUT_BYTES:
-        raise InputTooLarge(f"{path}: {total:,} bytes with its data folder is larger than any {what} (limit {MAX_INPUT_BYTES:,}).")
+        raise InputTooLarge(
+            f"{path}: {total:,} bytes with its data folder is larger than any {what} (limit {MAX_INPUT_BYTES:,})."
+        )
     return stamps
 
 
@@ -110,7 +121,9 @@ def _hash_file(path: Path, digest: hashlib._Hash, limit: int) -> int:
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     with os.fdopen(fd, "rb") as handle:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise NotARegularFile(f"{path}: changed into {_kind(os.fstat(fd).st_mode)} while being read.")
+            raise NotARegularFile(
+                f"{path}: changed into {_kind(os.fstat(fd).st_mode)} while being read."
+            )
         read = 0
         while block := handle.read(_BLOCK_BYTES):
             read += len(block)
@@ -121,7 +134,10 @@ def _hash_file(path: Path, digest: hashlib._Hash, limit: int) -> int:
 
 
 def slide_content_sha256(
-    path: Path | str, *, cache: HashCache | None = None, what: Literal["slide", "annotation"] = "slide"
+    path: Path | str,
+    *,
+    cache: HashCache | None = None,
+    what: Literal["slide", "annotation"] = "slide",
 ) -> str:
     """sha256 over the slide file and its companion files, streamed in 4 MiB blocks.
 
@@ -138,13 +154,19 @@ def slide_content_sha256(
         try:
             budget -= _hash_file(Path(file_path), digest, budget)
         except FileNotFoundError as exc:
-            raise SlideNotFound(f"{file_path}: {what} file disappeared while being hashed.") from exc
+            raise SlideNotFound(
+                f"{file_path}: {what} file disappeared while being hashed."
+            ) from exc
         except IsADirectoryError as exc:
-            raise NotARegularFile(f"{file_path}: the {what} path became a folder while being hashed.") from exc
+            raise NotARegularFile(
+                f"{file_path}: the {what} path became a folder while being hashed."
+            ) from exc
         except (NotARegularFile, InputTooLarge):
             raise
         except OSError as exc:
-            raise SlideUnreadable(f"{file_path}: cannot read the {what} file: {exc.strerror or exc}.") from exc
+            raise SlideUnreadable(
+                f"{file_path}: cannot read the {what} file: {exc.strerror or exc}."
+            ) from exc
     sha256 = digest.hexdigest()
     if cache is not None and content_stamps(path, what=what) == stamps:  # unchanged while hashed
         cache.put(stamps, sha256)

@@ -56,7 +56,9 @@ class OpenSlideReader:
         width_px, height_px = self._slide.dimensions
         if width_px <= 0 or height_px <= 0:
             self._slide.close()
-            raise SlideUnreadable(f"{path}: the slide has an empty image ({width_px} x {height_px} px).")
+            raise SlideUnreadable(
+                f"{path}: the slide has an empty image ({width_px} x {height_px} px)."
+            )
         try:
             mpp_x, mpp_y, mpp_source = check_mpp(
                 _float_property(props, openslide.PROPERTY_NAME_MPP_X),
@@ -85,7 +87,9 @@ class OpenSlideReader:
     ) -> NDArray[np.uint8]:
         """RGB pixels of a region of ``level``; decode errors raise :class:`SlideUnreadable`."""
         try:
-            region = self._slide.read_region((x_level0_px, y_level0_px), level, (width_px, height_px))
+            region = self._slide.read_region(
+                (x_level0_px, y_level0_px), level, (width_px, height_px)
+            )
         except openslide.OpenSlideError as exc:
             raise SlideUnreadable(
                 f"{self.info.path}: tile data is corrupt at level {level}, "

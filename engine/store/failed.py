@@ -29,7 +29,9 @@ def failure_marker(root: Path, stage: str, slide_id: str, model_id: str | None =
     return directory / f"{slide_id}.json"
 
 
-def record_failure(marker: Path, key: dict[str, Any], *, error_type: str, message: str, run_id: str) -> None:
+def record_failure(
+    marker: Path, key: dict[str, Any], *, error_type: str, message: str, run_id: str
+) -> None:
     """Commit the marker: this stage failed on exactly these inputs."""
     document = {
         "input_key": key,

@@ -41,13 +41,23 @@ class Frame:
 
     def __post_init__(self) -> None:
         if not (self.scale_y_um > 0 and self.scale_x_um > 0):
-            raise FrameError(f"pixel size must be positive, got {self.scale_y_um} x {self.scale_x_um} µm")
+            raise FrameError(
+                f"pixel size must be positive, got {self.scale_y_um} x {self.scale_x_um} µm"
+            )
         if self.height_px < 0 or self.width_px < 0:
             raise FrameError(f"grid shape must be >= 0, got {self.height_px} x {self.width_px}")
 
     @classmethod
-    def of_level(cls, path: str, mpp_y: float, mpp_x: float, downsample_y: float, downsample_x: float,
-                 height_px: int = 0, width_px: int = 0) -> Frame:
+    def of_level(
+        cls,
+        path: str,
+        mpp_y: float,
+        mpp_x: float,
+        downsample_y: float,
+        downsample_x: float,
+        height_px: int = 0,
+        width_px: int = 0,
+    ) -> Frame:
         """A level ``downsample`` times coarser than a level 0 of pixel size ``mpp`` (µm)."""
         return cls(
             scale_y_um=mpp_y * downsample_y,
@@ -77,13 +87,25 @@ class Frame:
     def centres_x_um(self) -> NDArray[np.float64]:
         return self.translation_x_um + np.arange(self.width_px, dtype=np.float64) * self.scale_x_um
 
-    def level0_placement(self, mpp_x: float, mpp_y: float, *, level0_translation_x_um: float = 0.0,
-                         level0_translation_y_um: float = 0.0) -> dict[str, float]:
+    def level0_placement(
+        self,
+        mpp_x: float,
+        mpp_y: float,
+        *,
+        level0_translation_x_um: float = 0.0,
+        level0_translation_y_um: float = 0.0,
+    ) -> dict[str, float]:
         """This grid in level-0 pixels (pixel ``k`` spans ``[k, k + 1)``): top-left corner and pixel size."""
         return {
-            "origin_x_level0_px": (self.translation_x_um - self.scale_x_um / 2 - level0_translation_x_um) / mpp_x
+            "origin_x_level0_px": (
+                self.translation_x_um - self.scale_x_um / 2 - level0_translation_x_um
+            )
+            / mpp_x
             + 0.5,
-            "origin_y_level0_px": (self.translation_y_um - self.scale_y_um / 2 - level0_translation_y_um) / mpp_y
+            "origin_y_level0_px": (
+                self.translation_y_um - self.scale_y_um / 2 - level0_translation_y_um
+            )
+            / mpp_y
             + 0.5,
             "level0_px_per_pixel_x": self.scale_x_um / mpp_x,
             "level0_px_per_pixel_y": self.scale_y_um / mpp_y,
@@ -98,7 +120,9 @@ def nearest_indices(
     Ties (a point halfway between two centres) go to the higher index, the rasteriser's half-open
     rule. Also returns which indices fall inside ``[0, n_in)``.
     """
-    index = np.floor((np.asarray(centres_um, np.float64) - translation_um) / scale_um + 0.5).astype(np.int64)
+    index = np.floor((np.asarray(centres_um, np.float64) - translation_um) / scale_um + 0.5).astype(
+        np.int64
+    )
     return index, (index >= 0) & (index < n_in)
 
 
@@ -112,7 +136,9 @@ class _Readable(Protocol):
     def __getitem__(self, key: Any) -> Any: ...
 
 
-def _axis_selection(index: NDArray[np.int64]) -> tuple[slice | NDArray[np.int64], NDArray[np.intp] | None]:
+def _axis_selection(
+    index: NDArray[np.int64],
+) -> tuple[slice | NDArray[np.int64], NDArray[np.intp] | None]:
     """How to read the sorted source pixels ``index`` along one axis: a strided slice when they
     form a regular progression, else each distinct pixel once plus the inverse to repeat them."""
     steps = np.diff(index)
@@ -123,7 +149,9 @@ def _axis_selection(index: NDArray[np.int64]) -> tuple[slice | NDArray[np.int64]
     return unique, inverse
 
 
-def resample_nearest(array: _Readable, source: Frame, target: Frame, *, fill: int | float = 0) -> NDArray[Any]:
+def resample_nearest(
+    array: _Readable, source: Frame, target: Frame, *, fill: int | float = 0
+) -> NDArray[Any]:
     """Sample ``array`` (``(..., H, W)`` on ``source``) at the pixel centres of ``target``.
 
     Each target pixel takes the source pixel whose centre is nearest its own (:func:`nearest_indices`);
@@ -133,10 +161,12 @@ def resample_nearest(array: _Readable, source: Frame, target: Frame, *, fill: in
     """
     if tuple(array.shape[-2:]) != source.shape:
         raise FrameError(f"array has shape {tuple(array.shape)}, its frame {source.shape}")
-    rows, rows_in = nearest_indices(target.centres_y_um(), source.scale_y_um, source.translation_y_um,
-                                    source.height_px)
-    cols, cols_in = nearest_indices(target.centres_x_um(), source.scale_x_um, source.translation_x_um,
-                                    source.width_px)
+    rows, rows_in = nearest_indices(
+        target.centres_y_um(), source.scale_y_um, source.translation_y_um, source.height_px
+    )
+    cols, cols_in = nearest_indices(
+        target.centres_x_um(), source.scale_x_um, source.translation_x_um, source.width_px
+    )
     dtype = np.dtype(array.dtype)
     if isinstance(fill, float) and not np.issubdtype(dtype, np.floating):
         dtype = np.dtype(np.float32)
@@ -168,8 +198,20 @@ def resample_nearest(array: _Readable, source: Frame, target: Frame, *, fill: in
 def aligned(level: Frame, target: Frame) -> bool:
     """Whether every pixel centre of ``target`` is a pixel centre of ``level`` (to 1e-6 px)."""
     for scale, translation, t_scale, t_translation, n in (
-        (level.scale_y_um, level.translation_y_um, target.scale_y_um, target.translation_y_um, target.height_px),
-        (level.scale_x_um, level.translation_x_um, target.scale_x_um, target.translation_x_um, target.width_px),
+        (
+            level.scale_y_um,
+            level.translation_y_um,
+            target.scale_y_um,
+            target.translation_y_um,
+            target.height_px,
+        ),
+        (
+            level.scale_x_um,
+            level.translation_x_um,
+            target.scale_x_um,
+            target.translation_x_um,
+            target.width_px,
+        ),
     ):
         first = (t_translation - translation) / scale
         step = t_scale / scale
@@ -205,15 +247,23 @@ def _dataset_frame(dataset: Mapping[str, Any]) -> Frame:
     try:
         transforms = {t["type"]: t for t in dataset["coordinateTransformations"]}
         scale = transforms["scale"]["scale"]
-        translation = transforms.get("translation", {"translation": [0.0] * len(scale)})["translation"]
-        return Frame(float(scale[-2]), float(scale[-1]), float(translation[-2]), float(translation[-1]),
-                     path=str(dataset["path"]))
+        translation = transforms.get("translation", {"translation": [0.0] * len(scale)})[
+            "translation"
+        ]
+        return Frame(
+            float(scale[-2]),
+            float(scale[-1]),
+            float(translation[-2]),
+            float(translation[-1]),
+            path=str(dataset["path"]),
+        )
     except (KeyError, IndexError, TypeError, ValueError) as exc:
         raise FrameError(f"NGFF dataset without a usable scale ({exc!r})") from None
 
 
-def multiscale_frames(attributes: Mapping[str, Any],
-                      shapes: Sequence[tuple[int, ...]] | None = None) -> list[Frame]:
+def multiscale_frames(
+    attributes: Mapping[str, Any], shapes: Sequence[tuple[int, ...]] | None = None
+) -> list[Frame]:
     """The frames of every level of the first NGFF 0.5 multiscale in ``attributes`` (``ome`` key).
 
     Shapes come from the arrays (pass them in level order) or are left 0 when only the metadata

@@ -58,8 +58,9 @@ class JpegCodec(ArrayBytesCodec):
         chw = np.asarray(chunk_array.as_numpy_array(), dtype=np.uint8)
         if chw.ndim != 3 or chw.shape[0] != 3:
             raise ValueError(f"{CODEC_NAME} stores (3, y, x) RGB chunks, got shape {chw.shape}")
-        encoded = imagecodecs.jpeg8_encode(np.ascontiguousarray(chw.transpose(1, 2, 0)), level=self.quality,
-                                           subsampling="444")
+        encoded = imagecodecs.jpeg8_encode(
+            np.ascontiguousarray(chw.transpose(1, 2, 0)), level=self.quality, subsampling="444"
+        )
         return chunk_spec.prototype.buffer.from_bytes(encoded)
 
     async def _decode_single(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> NDBuffer:

@@ -54,7 +54,9 @@ class FleetLayout:
     def _inside(self, path: Path, slide_id: str) -> Path:
         resolved = path.resolve()
         if not resolved.is_relative_to(self.root):
-            raise InvalidSlideId(f"slide_id {slide_id!r} would write outside the fleet root {self.root}.")
+            raise InvalidSlideId(
+                f"slide_id {slide_id!r} would write outside the fleet root {self.root}."
+            )
         return path
 
     def slide_store(self, slide_id: str) -> Path:

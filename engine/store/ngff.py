@@ -17,7 +17,9 @@ from engine.store.frame import Frame
 NGFF_VERSION = "0.5"
 
 
-def level_scale(path: str, mpp_y: float, mpp_x: float, downsample_y: float, downsample_x: float) -> Frame:
+def level_scale(
+    path: str, mpp_y: float, mpp_x: float, downsample_y: float, downsample_x: float
+) -> Frame:
     """Frame of a level that is ``downsample`` times coarser than level 0 of pixel size ``mpp``."""
     return Frame.of_level(path, mpp_y, mpp_x, downsample_y, downsample_x)
 
@@ -135,7 +137,9 @@ def labels_group_attributes(label_names: Sequence[str]) -> dict[str, Any]:
     return {"version": NGFF_VERSION, "labels": list(label_names)}
 
 
-def score_map_attributes(name: str, levels: Sequence[Frame], channel_names: Sequence[str]) -> dict[str, Any]:
+def score_map_attributes(
+    name: str, levels: Sequence[Frame], channel_names: Sequence[str]
+) -> dict[str, Any]:
     """``attributes.ome`` of a float score/probability map (a separate image, not a label)."""
     return {
         "version": NGFF_VERSION,

@@ -22,7 +22,10 @@ def multiscale_levels(group: zarr.Group) -> list[Frame]:
     """Frames of every level of an NGFF multiscale group (its scale, translation, path and shape)."""
     attributes: dict[str, Any] = dict(group.attrs.asdict())
     frames = multiscale_frames(attributes)
-    return [f.with_shape(*zarr.open_array(group.store_path / f.path, mode="r").shape[-2:]) for f in frames]
+    return [
+        f.with_shape(*zarr.open_array(group.store_path / f.path, mode="r").shape[-2:])
+        for f in frames
+    ]
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,9 @@ class SlideStore:
         path = Path(path)
         record = read_completion(path)
         if record is None:
-            raise StoreIncomplete(f"{path}: no completion record; the slide was not (fully) ingested.")
+            raise StoreIncomplete(
+                f"{path}: no completion record; the slide was not (fully) ingested."
+            )
         group = zarr.open_group(path, mode="r")
         meta: dict[str, Any] = dict(group.attrs.asdict()["slidefleet"])  # type: ignore[arg-type]
         label_names: tuple[str, ...] = ()
@@ -99,7 +104,9 @@ class SlideStore:
         sparse = self.sparse
         if not sparse.get("enabled") or level.path not in sparse.get("sparse_levels", []):
             return None
-        grid = np.asarray(zarr.open_array(self.path / COVERAGE_GROUP / level.path, mode="r")[:]).astype(bool)
+        grid = np.asarray(
+            zarr.open_array(self.path / COVERAGE_GROUP / level.path, mode="r")[:]
+        ).astype(bool)
         return grid, int(sparse["chunk_px"])
 
     def finest_level_not_coarser_than(self, target_um: float) -> Frame:

@@ -82,7 +82,9 @@ def make_slide_spec(
     if not mpp > 0:
         raise ConfigError(f"mpp must be positive, got {mpp}")
     if tissue_fraction is not None and not 0.01 <= tissue_fraction <= MAX_TISSUE_FRACTION:
-        raise ConfigError(f"tissue_fraction must be in [0.01, {MAX_TISSUE_FRACTION}], got {tissue_fraction}")
+        raise ConfigError(
+            f"tissue_fraction must be in [0.01, {MAX_TISSUE_FRACTION}], got {tissue_fraction}"
+        )
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x51DE]))
     stain = StainParams.sample(rng)
     texture_seed = int(rng.integers(0, 2**62))
@@ -101,8 +103,9 @@ def make_slide_spec(
     )
 
 
-def _tissue(rng: np.random.Generator, width_px: int, height_px: int,
-            fraction: float | None = None) -> MultiPolygon:
+def _tissue(
+    rng: np.random.Generator, width_px: int, height_px: int, fraction: float | None = None
+) -> MultiPolygon:
     """A few irregular tissue pieces covering 20–60 % of the slide (or ``fraction`` ± 15 %), kept
     off its border."""
     margin = 0.03 * min(width_px, height_px)
@@ -132,9 +135,7 @@ def _tissue(rng: np.random.Generator, width_px: int, height_px: int,
         best = tissue
         scale *= float(np.sqrt(target / max(cover, 1e-3)))
     assert best is not None
-    logger.warning(
-        "tissue cover %.2f outside %s after retries", best.area / slide_area, accept
-    )
+    logger.warning("tissue cover %.2f outside %s after retries", best.area / slide_area, accept)
     return best
 
 

@@ -73,5 +73,8 @@ def rasterise(
     Boolean array (height, width).
     """
     edge_array = np.stack([edges.x1, edges.y1, edges.x2, edges.y2], axis=1)
-    return fill_even_odd(edge_array, pixel_centres(x0_px, width, downsample),
-                         pixel_centres(y0_px, height, downsample))
+    return fill_even_odd(
+        edge_array,
+        pixel_centres(x0_px, width, downsample),
+        pixel_centres(y0_px, height, downsample),
+    )

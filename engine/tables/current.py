@@ -58,7 +58,9 @@ def replace_current_rows(
     if old.num_rows:
         old = old.filter(pc.invert(pc.is_in(old[key], replaced)))
     kept = old.to_pylist()
-    path = write_table_part(tables_dir, table_name, [*kept, *rows], partition=partition, run_id=run_id)
+    path = write_table_part(
+        tables_dir, table_name, [*kept, *rows], partition=partition, run_id=run_id
+    )
     for part in old_parts:
         if part != path:
             part.unlink(missing_ok=True)

@@ -35,12 +35,16 @@ class FailureRecord:
         return cls(stage, slide_id, type(error).__name__, message, source_path, model_id)
 
 
-def write_failures(tables_dir: Path, failures: Sequence[FailureRecord], *, run_id: str) -> Path | None:
+def write_failures(
+    tables_dir: Path, failures: Sequence[FailureRecord], *, run_id: str
+) -> Path | None:
     """Append failure rows for one run, partitioned by stage."""
     paths = []
     for stage in sorted({f.stage for f in failures}):
         rows = [f.__dict__ for f in failures if f.stage == stage]
-        path = write_table_part(tables_dir, "failures", rows, partition={"stage": stage}, run_id=run_id)
+        path = write_table_part(
+            tables_dir, "failures", rows, partition={"stage": stage}, run_id=run_id
+        )
         paths.append(path)
     return paths[-1] if paths else None
 

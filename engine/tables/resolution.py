@@ -21,7 +21,13 @@ from engine.tables.schemas import FAILURES_VIEW_SCHEMA
 from engine.tables.writer import read_table
 
 # Stage of a failure -> the table whose later row for the same slide means the failure is fixed.
-_OUTPUT_TABLE = {"manifest": "ingested", "ingest": "ingested", "infer": "inferred", "post": "slides", "qc": "qc"}
+_OUTPUT_TABLE = {
+    "manifest": "ingested",
+    "ingest": "ingested",
+    "infer": "inferred",
+    "post": "slides",
+    "qc": "qc",
+}
 
 Key = tuple[str, str | None]  # (slide_id, model_id or None)
 
@@ -31,7 +37,11 @@ def _latest_outputs(tables_dir: Path, table_name: str) -> dict[Key, dt.datetime]
     latest: dict[Key, dt.datetime] = {}
     if not table.num_rows:
         return latest
-    model_ids = table["model_id"].to_pylist() if "model_id" in table.column_names else [None] * table.num_rows
+    model_ids = (
+        table["model_id"].to_pylist()
+        if "model_id" in table.column_names
+        else [None] * table.num_rows
+    )
     for slide_id, model_id, written_at in zip(
         table["slide_id"].to_pylist(), model_ids, table["written_at"].to_pylist(), strict=True
     ):
@@ -64,9 +74,13 @@ def failures_view(root: Path | str, *, open_only: bool = False) -> pa.Table:
         key = (row["stage"], row["slide_id"], row.get("model_id"))
         if key not in newest or row["written_at"] >= newest[key]["written_at"]:
             newest[key] = row
-    outputs = {name: _latest_outputs(layout.tables_dir, name) for name in set(_OUTPUT_TABLE.values())}
+    outputs = {
+        name: _latest_outputs(layout.tables_dir, name) for name in set(_OUTPUT_TABLE.values())
+    }
     out: list[dict[str, Any]] = []
-    for key, row in sorted(newest.items(), key=lambda item: (item[0][0], item[0][1], item[0][2] or "")):
+    for key, row in sorted(
+        newest.items(), key=lambda item: (item[0][0], item[0][1], item[0][2] or "")
+    ):
         stage, slide_id, model_id = key
         if stage == "views":
             produced = _views_output(layout, row)
@@ -77,10 +91,12 @@ def failures_view(root: Path | str, *, open_only: bool = False) -> pa.Table:
         resolved = produced is not None and produced > row["written_at"]
         if open_only and resolved:
             continue
-        out.append({
-            **{name: row.get(name) for name in FAILURES_VIEW_SCHEMA.names if name in row},
-            "attempts": attempts[key],
-            "resolved": resolved,
-            "resolved_at": produced if resolved else None,
-        })
+        out.append(
+            {
+                **{name: row.get(name) for name in FAILURES_VIEW_SCHEMA.names if name in row},
+                "attempts": attempts[key],
+                "resolved": resolved,
+                "resolved_at": produced if resolved else None,
+            }
+        )
     return pa.Table.from_pylist(out, schema=FAILURES_VIEW_SCHEMA)

@@ -46,34 +46,69 @@ class TilesReport:
     seconds: float = 0.0
 
 
-def patch_classifier_rows(store: SlideStore, prediction: Path, card: ModelCard, model_id: str) -> list[dict[str, Any]]:
+def patch_classifier_rows(
+    store: SlideStore, prediction: Path, card: ModelCard, model_id: str
+) -> list[dict[str, Any]]:
     """Rows of a patch classifier's map: one per scored tile (finite output pixel)."""
     if read_completion(prediction) is None:
-        raise StoreIncomplete(f"{prediction}: no committed score map; run `slidefleet infer` first.")
-    scores = np.asarray(zarr.open_group(prediction, mode="r")["0"][...], np.float32)  # (C, rows, cols)
+        raise StoreIncomplete(
+            f"{prediction}: no committed score map; run `slidefleet infer` first."
+        )
+    scores = np.asarray(
+        zarr.open_group(prediction, mode="r")["0"][...], np.float32
+    )  # (C, rows, cols)
     geometry = tile_geometry(
-        width_px=store.width_px, height_px=store.height_px, mpp_x=store.mpp_x, mpp_y=store.mpp_y,
-        model_mpp=card.mpp, tile_size_px=card.tile_size_px, overlap_px=card.overlap_px,
-        output_stride=card.output_stride, unit_tiles=1,
+        width_px=store.width_px,
+        height_px=store.height_px,
+        mpp_x=store.mpp_x,
+        mpp_y=store.mpp_y,
+        model_mpp=card.mpp,
+        tile_size_px=card.tile_size_px,
+        overlap_px=card.overlap_px,
+        output_stride=card.output_stride,
+        unit_tiles=1,
     )
     if scores.shape[1:] != (geometry.n_rows, geometry.n_cols):
-        raise StoreIncomplete(f"{prediction}: map shape {scores.shape} is not the tile grid "
-                              f"({geometry.n_rows}, {geometry.n_cols}) of {card.ref}.")
+        raise StoreIncomplete(
+            f"{prediction}: map shape {scores.shape} is not the tile grid "
+            f"({geometry.n_rows}, {geometry.n_cols}) of {card.ref}."
+        )
     rows, cols = np.nonzero(np.isfinite(scores).all(axis=0))
-    boxes = tile_boxes_level0(geometry, rows, cols, width_px=store.width_px, height_px=store.height_px)
+    boxes = tile_boxes_level0(
+        geometry, rows, cols, width_px=store.width_px, height_px=store.height_px
+    )
     (tissue_level, *_) = store.label_levels("tissue")
     tissue = np.asarray(store.label("tissue", tissue_level)[:]).astype(bool)
     fraction = tile_tissue_fraction(
-        geometry, rows, cols, tissue, tissue_scale_y_um=tissue_level.scale_y_um,
-        tissue_scale_x_um=tissue_level.scale_x_um, tissue_translation_y_um=tissue_level.translation_y_um,
-        tissue_translation_x_um=tissue_level.translation_x_um, mpp_x=store.mpp_x, mpp_y=store.mpp_y,
-        width_px=store.width_px, height_px=store.height_px,
+        geometry,
+        rows,
+        cols,
+        tissue,
+        tissue_scale_y_um=tissue_level.scale_y_um,
+        tissue_scale_x_um=tissue_level.scale_x_um,
+        tissue_translation_y_um=tissue_level.translation_y_um,
+        tissue_translation_x_um=tissue_level.translation_x_um,
+        mpp_x=store.mpp_x,
+        mpp_y=store.mpp_y,
+        width_px=store.width_px,
+        height_px=store.height_px,
     )
     return [
-        {"slide_id": store.slide_id, "model_id": model_id, "row": int(r), "col": int(c),
-         "x": int(b[0]), "y": int(b[1]), "width": int(b[2]), "height": int(b[3]),
-         "tissue_fraction": float(f),
-         **{class_column(name): float(scores[k, r, c]) for k, name in enumerate(card.class_names)}}
+        {
+            "slide_id": store.slide_id,
+            "model_id": model_id,
+            "row": int(r),
+            "col": int(c),
+            "x": int(b[0]),
+            "y": int(b[1]),
+            "width": int(b[2]),
+            "height": int(b[3]),
+            "tissue_fraction": float(f),
+            **{
+                class_column(name): float(scores[k, r, c])
+                for k, name in enumerate(card.class_names)
+            },
+        }
         for r, c, b, f in zip(rows, cols, boxes, fraction, strict=True)
     ]
 
@@ -81,13 +116,24 @@ def patch_classifier_rows(store: SlideStore, prediction: Path, card: ModelCard, 
 def extractor_rows(features_path: Path, model_id: str) -> list[dict[str, Any]]:
     features = read_features(features_path)
     return [
-        {"slide_id": features.slide_id, "model_id": model_id, "row": int(g[0]), "col": int(g[1]),
-         "x": int(b[0]), "y": int(b[1]), "width": int(b[2]), "height": int(b[3]), "tissue_fraction": float(f)}
+        {
+            "slide_id": features.slide_id,
+            "model_id": model_id,
+            "row": int(g[0]),
+            "col": int(g[1]),
+            "x": int(b[0]),
+            "y": int(b[1]),
+            "width": int(b[2]),
+            "height": int(b[3]),
+            "tissue_fraction": float(f),
+        }
         for g, b, f in zip(features.grid, features.coords, features.tissue_fraction, strict=True)
     ]
 
 
-def _tiles_task(root: str, slide_id: str, card_json: str, model_id: str) -> tuple[list[dict[str, Any]], str | None, Any]:
+def _tiles_task(
+    root: str, slide_id: str, card_json: str, model_id: str
+) -> tuple[list[dict[str, Any]], str | None, Any]:
     layout = FleetLayout(Path(root))
     card = ModelCard.model_validate_json(card_json)
     try:
@@ -95,7 +141,9 @@ def _tiles_task(root: str, slide_id: str, card_json: str, model_id: str) -> tupl
             rows = extractor_rows(layout.features_store(model_id, slide_id), model_id)
         else:
             store = SlideStore.open(layout.slide_store(slide_id))
-            rows = patch_classifier_rows(store, layout.prediction_store(model_id, slide_id), card, model_id)
+            rows = patch_classifier_rows(
+                store, layout.prediction_store(model_id, slide_id), card, model_id
+            )
         path = layout.views_dir / model_id / f"{slide_id}.tiles.geojson"
         path.parent.mkdir(parents=True, exist_ok=True)
         write_geojson(tile_features(rows, card.class_names, model_id=model_id), path)
@@ -104,31 +152,51 @@ def _tiles_task(root: str, slide_id: str, card_json: str, model_id: str) -> tupl
         return [], None, FailureRecord.from_exception(STAGE, slide_id, exc, model_id=model_id)
 
 
-def write_tiles(root: Path | str, model: str, *, slide_ids: list[str] | None = None,
-                address: str | None = None, run_id: str | None = None) -> TilesReport:
+def write_tiles(
+    root: Path | str,
+    model: str,
+    *,
+    slide_ids: list[str] | None = None,
+    address: str | None = None,
+    run_id: str | None = None,
+) -> TilesReport:
     """Write ``tables/tiles`` (partition ``model_id``) and each slide's tile GeoJSON."""
     started = time.perf_counter()
     layout = FleetLayout(Path(root))
     registered = ModelRegistry(layout.root).resolve(model)
     card = registered.card
     if card.kind not in {"patch_classifier", "embedding_extractor"}:
-        raise ConfigError(f"{registered.ref} is a {card.kind}; tables/tiles is for patch classifiers "
-                          "and embedding extractors (one value per tile).")
+        raise ConfigError(
+            f"{registered.ref} is a {card.kind}; tables/tiles is for patch classifiers "
+            "and embedding extractors (one value per tile)."
+        )
     report = TilesReport(run_id or new_run_id(), registered.model_id)
     base = layout.features_dir if card.is_extractor else layout.predictions_dir
     if slide_ids is None:
-        slide_ids = sorted(p.name.removesuffix(".zarr") for p in (base / registered.model_id).glob("*.zarr")
-                           if not p.name.startswith("."))
+        slide_ids = sorted(
+            p.name.removesuffix(".zarr")
+            for p in (base / registered.model_id).glob("*.zarr")
+            if not p.name.startswith(".")
+        )
     ensure_ray(address)
     task = ray.remote(_tiles_task).options(num_cpus=1)
-    refs = [task.remote(str(layout.root), s, card.model_dump_json(), registered.model_id) for s in slide_ids]
+    refs = [
+        task.remote(str(layout.root), s, card.model_dump_json(), registered.model_id)
+        for s in slide_ids
+    ]
     schema = with_class_columns(TILES_SCHEMA, card.class_names)
     for (rows, path, failure), slide_id in zip(ray.get(refs), slide_ids, strict=True):
         if failure is not None:
             report.failures.append(failure)
             continue
-        write_table_part(layout.tables_dir, "tiles", rows, schema=schema,
-                         partition={"model_id": registered.model_id}, run_id=report.run_id)
+        write_table_part(
+            layout.tables_dir,
+            "tiles",
+            rows,
+            schema=schema,
+            partition={"model_id": registered.model_id},
+            run_id=report.run_id,
+        )
         report.tiles += len(rows)
         report.slides.append(slide_id)
         report.geojson.append(Path(path))

@@ -132,7 +132,9 @@ def _rule(post: PostResults, slide_id: str, params: ViewParams) -> RegionRule | 
     return None
 
 
-def _post_regions(post: PostResults, slide_id: str, params: ViewParams) -> list[dict[str, Any]] | None:
+def _post_regions(
+    post: PostResults, slide_id: str, params: ViewParams
+) -> list[dict[str, Any]] | None:
     """Post's own regions of the slide (outlines included) when views draw post's rule as is.
 
     ``None`` (recompute) when post did not threshold the slide, or when the views set their own

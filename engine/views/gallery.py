@@ -124,11 +124,15 @@ def _row(
     if predicted is not None:
         overlay = render.draw_outline(overlay, predicted, render.PREDICTED_RGB, line)
     truth_panel = (
-        render.draw_outline(render.tint(image, truth, render.TRUTH_RGB, 0.35), truth, render.TRUTH_RGB, line)
+        render.draw_outline(
+            render.tint(image, truth, render.TRUTH_RGB, 0.35), truth, render.TRUTH_RGB, line
+        )
         if truth is not None
         else render.greyed(image)
     )
-    heat = render.composite(np.full_like(image, 255), render.colourise(scores, low, high, colormap, valid=tissue))
+    heat = render.composite(
+        np.full_like(image, 255), render.colourise(scores, low, high, colormap, valid=tissue)
+    )
     explained = render.composite(
         render.greyed(image, 0.5), render.colourise(explanation, 0.0, 1.0, "inferno"), 0.7
     )
@@ -150,7 +154,9 @@ def _caption(choice: TileChoice, x_um: float, y_um: float) -> str:
     )
 
 
-def _multiclass_truth(labels: NDArray[np.integer], n_classes: int, label_values: Any) -> NDArray[np.int64]:
+def _multiclass_truth(
+    labels: NDArray[np.integer], n_classes: int, label_values: Any
+) -> NDArray[np.int64]:
     """Annotation labels as class indices (post's ``class_label_values``); -1 where no class."""
     values = tuple(label_values) if label_values else tuple(range(n_classes))
     lut = np.full(int(max(int(labels.max(initial=0)), max(values))) + 1, -1, dtype=np.int64)
@@ -184,7 +190,9 @@ def render_gallery(
     labels = label_on(slide, "annotation", grid) if "annotation" in slide.label_names else None
     truth = None
     if labels is not None:
-        truth = labels != 0 if settings.truth_labels is None else np.isin(labels, settings.truth_labels)
+        truth = (
+            labels != 0 if settings.truth_labels is None else np.isin(labels, settings.truth_labels)
+        )
     predicted = (
         predicted_mask(scores, tissue, rule, pixel_um=grid.pixel_um) if rule is not None else None
     )
@@ -195,41 +203,70 @@ def render_gallery(
         probabilities = prediction.all_channels(finest)
         finite = np.all(np.isfinite(probabilities), axis=0)
         pred = np.argmax(np.where(np.isfinite(probabilities), probabilities, -np.inf), axis=0)
-        classes = _multiclass_truth(labels, n_classes, (post_params or {}).get("class_label_values"))
+        classes = _multiclass_truth(
+            labels, n_classes, (post_params or {}).get("class_label_values")
+        )
         valid = tissue & finite & (classes >= 0)
         for scope, (matrix, n_tiles) in tile_confusions(
             pred, np.maximum(classes, 0), valid, n_classes=n_classes, block_px=tiles.block_px
         ).items():
-            result.confusion_rows.append({
-                "slide_id": slide_id, "model_id": settings.model_id, "split": split, "scope": scope,
-                "class_names": list(prediction.class_names), "matrix": matrix.tolist(), "tiles": n_tiles,
-            })
+            result.confusion_rows.append(
+                {
+                    "slide_id": slide_id,
+                    "model_id": settings.model_id,
+                    "split": split,
+                    "scope": scope,
+                    "class_names": list(prediction.class_names),
+                    "matrix": matrix.tolist(),
+                    "tiles": n_tiles,
+                }
+            )
 
     if params.gallery_tiles <= 0:
         return result
     choices = sample_tiles(
-        scores, tissue, tiles.block_px,
-        predicted=predicted, truth=truth if predicted is not None else None, n=params.gallery_tiles,
+        scores,
+        tissue,
+        tiles.block_px,
+        predicted=predicted,
+        truth=truth if predicted is not None else None,
+        n=params.gallery_tiles,
     )
     if not choices:
         return result
     # Read as infer read them: the same model frame (mpp tolerance from the prediction's parameters).
-    tolerance = float((prediction.attributes.get("infer_params") or {}).get(
-        "mpp_tolerance", InferParams().mpp_tolerance))
+    tolerance = float(
+        (prediction.attributes.get("infer_params") or {}).get(
+            "mpp_tolerance", InferParams().mpp_tolerance
+        )
+    )
     frame = model_frame(slide, card.mpp, tolerance)
     level = slide.level(frame.source_level)
     f = (frame.level0_per_model_px_x, frame.level0_per_model_px_y)
-    inputs = np.stack([
-        read_model_window(
-            slide, level, f,
-            (c.col * tiles.step_px - tiles.crop_px, c.row * tiles.step_px - tiles.crop_px,
-             tiles.tile_px, tiles.tile_px),
-        )
-        for c in choices
-    ])
+    inputs = np.stack(
+        [
+            read_model_window(
+                slide,
+                level,
+                f,
+                (
+                    c.col * tiles.step_px - tiles.crop_px,
+                    c.row * tiles.step_px - tiles.crop_px,
+                    tiles.tile_px,
+                    tiles.tile_px,
+                ),
+            )
+            for c in choices
+        ]
+    )
     started = time.perf_counter()
     explained = explain_tiles(
-        model.module, card, inputs, target_class=index, layer=model.layer, note=model.note,
+        model.module,
+        card,
+        inputs,
+        target_class=index,
+        layer=model.layer,
+        note=model.note,
         smooth_um=params.explain_smooth_um,
     )
     result.explain_seconds = time.perf_counter() - started
@@ -249,12 +286,18 @@ def render_gallery(
         attribution = attribution / peak if peak > 0 else attribution
         panels = _row(
             image,
-            None if predicted is None else _resize(_block(predicted, choice, tiles.block_px, False), size, nearest=True),
-            None if truth is None else _resize(_block(truth, choice, tiles.block_px, False), size, nearest=True),
+            None
+            if predicted is None
+            else _resize(_block(predicted, choice, tiles.block_px, False), size, nearest=True),
+            None
+            if truth is None
+            else _resize(_block(truth, choice, tiles.block_px, False), size, nearest=True),
             _resize(_block(tissue, choice, tiles.block_px, False), size, nearest=True),
             _resize(_block(scores, choice, tiles.block_px, np.float32(np.nan)), size, nearest=True),
             _resize(attribution.astype(np.float32), size, nearest=False),
-            low, high, params.colormap,
+            low,
+            high,
+            params.colormap,
         )
         # Top-left of the tile's kept region, µm from the slide's top-left edge.
         x_um = choice.col * tiles.step_px * f[0] * slide.mpp_x
@@ -267,32 +310,63 @@ def render_gallery(
         caption = fig.text_band(body.shape[1], [(0, text)], font_px)
         rows.append(np.concatenate([caption, body], axis=0))
         name = f"{slide_id}_{choice.kind}_{choice.rank}.png"
-        atomic_write_bytes(explain_dir / name, _png_bytes(panels[-1], {
-            "slidefleet:slide_id": slide_id, "slidefleet:model_id": settings.model_id,
-            "slidefleet:method": explained.method, "slidefleet:kind": choice.kind,
-            "slidefleet:x_um": f"{x_um:g}", "slidefleet:y_um": f"{y_um:g}",
-        }))
-        result.explanation_rows.append({
-            "slide_id": slide_id, "model_id": settings.model_id, "kind": choice.kind,
-            "rank": choice.rank, "x_um": x_um, "y_um": y_um, "size_um": tiles.step_px * f[0] * slide.mpp_x,
-            "mean_score": choice.mean_score, "tissue_fraction": choice.tissue_fraction,
-            "predicted_fraction": choice.predicted_fraction, "truth_fraction": choice.truth_fraction,
-            "fp_fraction": choice.fp_fraction, "fn_fraction": choice.fn_fraction,
-            "explained_class": class_name, "explained_score": float(explained.scores[number]),
-            "method": explained.method, "note": explained.note,
-            "explanation_file": f"{EXPLAIN_DIR}/{name}", "gallery_file": gallery_name,
-            "seconds": per_tile,
-        })
+        atomic_write_bytes(
+            explain_dir / name,
+            _png_bytes(
+                panels[-1],
+                {
+                    "slidefleet:slide_id": slide_id,
+                    "slidefleet:model_id": settings.model_id,
+                    "slidefleet:method": explained.method,
+                    "slidefleet:kind": choice.kind,
+                    "slidefleet:x_um": f"{x_um:g}",
+                    "slidefleet:y_um": f"{y_um:g}",
+                },
+            ),
+        )
+        result.explanation_rows.append(
+            {
+                "slide_id": slide_id,
+                "model_id": settings.model_id,
+                "kind": choice.kind,
+                "rank": choice.rank,
+                "x_um": x_um,
+                "y_um": y_um,
+                "size_um": tiles.step_px * f[0] * slide.mpp_x,
+                "mean_score": choice.mean_score,
+                "tissue_fraction": choice.tissue_fraction,
+                "predicted_fraction": choice.predicted_fraction,
+                "truth_fraction": choice.truth_fraction,
+                "fp_fraction": choice.fp_fraction,
+                "fn_fraction": choice.fn_fraction,
+                "explained_class": class_name,
+                "explained_score": float(explained.scores[number]),
+                "method": explained.method,
+                "note": explained.note,
+                "explanation_file": f"{EXPLAIN_DIR}/{name}",
+                "gallery_file": gallery_name,
+                "seconds": per_tile,
+            }
+        )
     width = max(r.shape[1] for r in rows)
     gap = np.full((fig.GAP_PX, width, 3), 255, np.uint8)
     stacked: list[NDArray[np.uint8]] = []
     for number, row in enumerate(rows):
         if number:
             stacked.append(gap)
-        stacked.append(np.pad(row, ((0, 0), (0, width - row.shape[1]), (0, 0)), constant_values=255))
+        stacked.append(
+            np.pad(row, ((0, 0), (0, width - row.shape[1]), (0, 0)), constant_values=255)
+        )
     result.gallery = settings.out_dir / gallery_name
-    atomic_write_bytes(result.gallery, _png_bytes(np.concatenate(stacked, axis=0), {
-        "slidefleet:slide_id": slide_id, "slidefleet:model_id": settings.model_id,
-        "slidefleet:method": explained.method,
-    }))
+    atomic_write_bytes(
+        result.gallery,
+        _png_bytes(
+            np.concatenate(stacked, axis=0),
+            {
+                "slidefleet:slide_id": slide_id,
+                "slidefleet:model_id": settings.model_id,
+                "slidefleet:method": explained.method,
+            },
+        ),
+    )
     return result

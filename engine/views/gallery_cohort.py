@@ -80,12 +80,18 @@ def render_galleries(
                 )
             )
         except SlideFleetError as exc:
-            report.failures.append(FailureRecord.from_exception(
-                "views", slide_id, exc, source_path=source, model_id=settings.model_id))
+            report.failures.append(
+                FailureRecord.from_exception(
+                    "views", slide_id, exc, source_path=source, model_id=settings.model_id
+                )
+            )
         except Exception as exc:  # one slide's drawing bug must not lose the others' galleries
             log.exception("unexpected error explaining %s", slide_id)
-            report.failures.append(FailureRecord.from_exception(
-                "views", slide_id, exc, source_path=source, model_id=settings.model_id))
+            report.failures.append(
+                FailureRecord.from_exception(
+                    "views", slide_id, exc, source_path=source, model_id=settings.model_id
+                )
+            )
     partition = {"model_id": settings.model_id}
     for table, rows in (
         ("explanations", [r for s in report.slides for r in s.explanation_rows]),
@@ -137,11 +143,18 @@ def curation_sections(
         return _newest_per_slide([r for r in found if r.get("model_id") == model_id])
 
     explanations = rows_of("explanations")
-    files = {r["slide_id"]: r["gallery_file"] for r in explanations if (out_dir / r["gallery_file"]).exists()}
+    files = {
+        r["slide_id"]: r["gallery_file"]
+        for r in explanations
+        if (out_dir / r["gallery_file"]).exists()
+    }
 
     def badness(slide_id: str) -> float:
         mine = [r for r in explanations if r["slide_id"] == slide_id]
-        return max((max(r.get("fp_fraction") or 0.0, r.get("fn_fraction") or 0.0) for r in mine), default=0.0)
+        return max(
+            (max(r.get("fp_fraction") or 0.0, r.get("fn_fraction") or 0.0) for r in mine),
+            default=0.0,
+        )
 
     shown = sorted(files, key=lambda s: (-badness(s), s))[: max(0, gallery_slides)]
     images = {}

@@ -150,8 +150,11 @@ def read_post_results(root: Path, model_id: str) -> PostResults:
     thresholds = same(_rows(read_table(tables_dir, "thresholds"), model_id))
     latest_slides = _latest(same(slides), "slide_id")
     runs = {(r["slide_id"], r["run_id"]) for r in latest_slides}
-    regions = [r for r in same(_rows(read_table(tables_dir, "regions"), model_id))
-               if (r["slide_id"], r["run_id"]) in runs]
+    regions = [
+        r
+        for r in same(_rows(read_table(tables_dir, "regions"), model_id))
+        if (r["slide_id"], r["run_id"]) in runs
+    ]
     # Keep only each table's newest run of these parameters (reruns append parts).
     for rows in (cohort, thresholds):
         if rows:

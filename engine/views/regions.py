@@ -68,10 +68,14 @@ def predicted_mask(
 ) -> NDArray[np.bool_]:
     """Cleaned positive mask of one slide's score map: post's own definition, with ``rule``."""
     return compute_predicted_mask(
-        scores, tissue, threshold=rule.threshold, score_kind=rule.score_kind, pixel_um=pixel_um,
-        min_region_um2=rule.min_region_um2, max_hole_um2=rule.max_hole_um2,
+        scores,
+        tissue,
+        threshold=rule.threshold,
+        score_kind=rule.score_kind,
+        pixel_um=pixel_um,
+        min_region_um2=rule.min_region_um2,
+        max_hole_um2=rule.max_hole_um2,
     )
-
 
 
 @dataclass(frozen=True)
@@ -84,8 +88,9 @@ class SlideRegions:
     pixel_um: float
 
     @classmethod
-    def from_rows(cls, rows: Sequence[Mapping[str, Any]], *, pixel_um: float,
-                  simplify_level0_px: float = 0.0) -> SlideRegions:
+    def from_rows(
+        cls, rows: Sequence[Mapping[str, Any]], *, pixel_um: float, simplify_level0_px: float = 0.0
+    ) -> SlideRegions:
         """The regions post measured and outlined (rows of its ``regions`` table), as they are."""
         fields = [f.name for f in dataclasses.fields(Region)]
         ordered = sorted(rows, key=lambda r: int(r["region_id"]))
@@ -95,12 +100,21 @@ class SlideRegions:
             if row.get("outline_wkb") is not None:
                 polygon = shapely.from_wkb(row["outline_wkb"])
                 if simplify_level0_px > 0:
-                    polygon = orient(polygon.simplify(simplify_level0_px, preserve_topology=True), sign=1.0)
+                    polygon = orient(
+                        polygon.simplify(simplify_level0_px, preserve_topology=True), sign=1.0
+                    )
                 polygons[int(row["region_id"])] = polygon
         return cls(found, polygons, pixel_um)
 
-    def mask_on(self, grid: Frame, *, mpp_x: float, mpp_y: float, level0_translation_x_um: float = 0.0,
-                level0_translation_y_um: float = 0.0) -> NDArray[np.bool_]:
+    def mask_on(
+        self,
+        grid: Frame,
+        *,
+        mpp_x: float,
+        mpp_y: float,
+        level0_translation_x_um: float = 0.0,
+        level0_translation_y_um: float = 0.0,
+    ) -> NDArray[np.bool_]:
         """The regions rasterised at ``grid``'s pixel centres (the one rasteriser, even-odd)."""
         cx = (grid.centres_x_um() - level0_translation_x_um) / mpp_x + 0.5  # level-0 px, edges at k
         cy = (grid.centres_y_um() - level0_translation_y_um) / mpp_y + 0.5

@@ -213,7 +213,7 @@ def _summary_section(inputs: ReportInputs, cohort: list[dict[str, Any]]) -> str:
             }
         )
     strata_body = "".join(
-        f"<tr><th scope=row title=\"{_e(r['burden'])}\">{_e(_burden_label(r['burden']))}</th>"
+        f'<tr><th scope=row title="{_e(r["burden"])}">{_e(_burden_label(r["burden"]))}</th>'
         f"<td class=num>{r['n_slides']}</td>"
         f"<td class=num>{_fmt(r['micro_iou'])}</td><td class=num>{_fmt(r['macro_iou'])}</td>"
         f"<td class=num>{_fmt(r['macro_dice'])}</td><td class=num>{_fmt(r['macro_recall'])}</td>"

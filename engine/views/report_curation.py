@@ -103,7 +103,9 @@ def qc_section(rows: Sequence[Mapping[str, Any]]) -> str:
     )
 
 
-def strata_section(slides: Sequence[Mapping[str, Any]], qc_rows: Sequence[Mapping[str, Any]]) -> str:
+def strata_section(
+    slides: Sequence[Mapping[str, Any]], qc_rows: Sequence[Mapping[str, Any]]
+) -> str:
     """Slides per split and burden stratum (and per split, QC-flagged slides)."""
     if not slides:
         return ""
@@ -179,7 +181,7 @@ def _matrix_table(table_id: str, class_names: Sequence[str], matrix: np.ndarray)
     percent = percent_of_truth(matrix)
     header = "".join(f"<th>{_e(name)}</th>" for name in class_names)
     body = "".join(
-        f'<tr><th scope=row>{_e(name)}</th>'
+        f"<tr><th scope=row>{_e(name)}</th>"
         + "".join(
             f'<td class=num data-value="{"" if np.isnan(v) else f"{v:.4f}"}">'
             f"{'—' if np.isnan(v) else f'{v:.1f}'}</td>"

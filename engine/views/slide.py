@@ -95,9 +95,7 @@ def label_on(slide: SlideStore, name: str, grid: Frame) -> NDArray[np.integer]:
     return labels
 
 
-def _png_bytes(
-    image: NDArray[np.uint8], text: dict[str, str], grid: Frame | None = None
-) -> bytes:
+def _png_bytes(image: NDArray[np.uint8], text: dict[str, str], grid: Frame | None = None) -> bytes:
     info = PngInfo()
     for key, value in text.items():
         info.add_text(key, value)
@@ -120,12 +118,16 @@ def _heatmap_title(settings: SlideSettings, channel: str) -> str:
     return ", ".join(parts)
 
 
-def _write_regions(found: SlideRegions, rule: RegionRule | None, slide_id: str, settings: SlideSettings) -> Path:
+def _write_regions(
+    found: SlideRegions, rule: RegionRule | None, slide_id: str, settings: SlideSettings
+) -> Path:
     """The slide's QuPath GeoJSON of ``found`` (outlines with holes, level-0 px)."""
     description = "post regions as written"
     if rule is not None:
-        description = (f"{rule.score_kind}>={rule.threshold:g};min_region_um2={rule.min_region_um2:g};"
-                       f"max_hole_um2={rule.max_hole_um2:g}")
+        description = (
+            f"{rule.score_kind}>={rule.threshold:g};min_region_um2={rule.min_region_um2:g};"
+            f"max_hole_um2={rule.max_hole_um2:g}"
+        )
     collection = regions_feature_collection(
         found,
         slide_id=slide_id,
@@ -201,13 +203,16 @@ def render_slide(
     elif stored_regions is not None:
         finest = min(prediction.levels, key=lambda lv: lv.scale_x_um * lv.scale_y_um)
         found = SlideRegions.from_rows(
-            stored_regions, pixel_um=finest.pixel_um,
+            stored_regions,
+            pixel_um=finest.pixel_um,
             simplify_level0_px=params.simplify_um / ((slide.mpp_x + slide.mpp_y) / 2),
         )
         n_regions, predicted_px = len(found.regions), sum(r.area_px for r in found.regions)
         geojson_path = _write_regions(found, rule, slide_id, settings)
         predicted = found.mask_on(
-            thumb, mpp_x=slide.mpp_x, mpp_y=slide.mpp_y,
+            thumb,
+            mpp_x=slide.mpp_x,
+            mpp_y=slide.mpp_y,
             level0_translation_x_um=slide.levels[0].translation_x_um,
             level0_translation_y_um=slide.levels[0].translation_y_um,
         )
