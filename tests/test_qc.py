@@ -80,6 +80,26 @@ def test_qc_flags_pen_and_blur_with_reasons(qc_fleet) -> None:
     table = read_table(root / "tables", "qc").to_pylist()
     assert sorted(r["slide_id"] for r in table) == sorted(rows)
     assert {r["slide_id"]: r["flags"] for r in table}[which["pen"]] == pen["flags"]
+    # The cohort robust z-scores are stored, and equal (x - median) / (1.4826 MAD) computed here.
+    by_id = {r["slide_id"]: r for r in table}
+    for column in ("pen_fraction", "laplacian_var_median", "brightness"):
+        values = np.array([by_id[s][column] for s in sorted(by_id)], np.float64)
+        median = np.median(values)
+        mad = 1.4826 * np.median(np.abs(values - median))
+        for slide_id, value in zip(sorted(by_id), values, strict=True):
+            stored = by_id[slide_id][f"z_{column}"]
+            if mad > 0:
+                assert stored == pytest.approx((value - median) / mad, rel=1e-9, abs=1e-12)
+            else:
+                assert stored == 0.0 or np.isinf(stored)
+    assert by_id[which["pen"]]["z_pen_fraction"] > 3.5
+    # Blur is flagged by its absolute limit; among five slides its z is the cohort's extreme.
+    z_blurred = {s: r["z_blurred_tile_fraction"] for s, r in by_id.items()}
+    assert z_blurred[which["blur"]] > 0
+    assert z_blurred[which["blur"]] == max(z_blurred.values())
+    assert by_id[which["blur"]]["z_laplacian_var_median"] == min(
+        r["z_laplacian_var_median"] for r in by_id.values()
+    )
 
 
 def test_qc_gate_keeps_flagged_slides_out_with_a_failures_row(qc_fleet, capsys) -> None:

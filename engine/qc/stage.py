@@ -27,6 +27,7 @@ from engine.qc.slide_task import qc_slide
 from engine.runs import new_run_id
 from engine.store import FleetLayout, read_completion
 from engine.tables.failures import FailureRecord, write_failures
+from engine.tables.schemas import QC_Z_COLUMNS
 from engine.tables.writer import write_table_part
 
 log = logging.getLogger(__name__)
@@ -103,11 +104,18 @@ def qc_is_current(root: Path | str, params: QcParams, class_map: str = "camelyon
 
 
 def flag_rows(rows: Sequence[dict[str, Any]], params: QcParams) -> None:
-    """Add ``flags``, ``reasons`` and ``excluded`` to every row, judged against the whole cohort."""
-    _, slide_flags, slide_reasons = flag_cohort(rows, SLIDE_RULES, z_limit=params.z_limit)
+    """Add ``flags``, ``reasons``, ``excluded`` and the ``z_<measure>`` robust z-scores to every
+    row, judged against the whole cohort."""
+    slide_z, slide_flags, slide_reasons = flag_cohort(rows, SLIDE_RULES, z_limit=params.z_limit)
     annotated = [{m: row.get(c) for m, c in _ANNOTATION_MEASURES.items()} for row in rows]
-    _, ann_flags, ann_reasons = flag_cohort(annotated, ANNOTATION_RULES, z_limit=params.z_limit)
+    ann_z, ann_flags, ann_reasons = flag_cohort(annotated, ANNOTATION_RULES, z_limit=params.z_limit)
     for index, row in enumerate(rows):
+        z_by_column = {
+            **slide_z[index],
+            **{_ANNOTATION_MEASURES[m]: z for m, z in ann_z[index].items()},
+        }
+        for column in QC_Z_COLUMNS:
+            row[f"z_{column}"] = z_by_column.get(column)
         row["flags"] = slide_flags[index] + [
             f for f in ann_flags[index] if f not in slide_flags[index]
         ]

@@ -341,6 +341,22 @@ COHORT_SCHEMA = pa.schema(
     ]
 )
 
+#: The QC measures judged against the cohort by a robust z-score (``z_<column>`` in tables/qc).
+QC_Z_COLUMNS: tuple[str, ...] = (
+    "tissue_area_mm2",
+    "brightness",
+    "contrast",
+    "hematoxylin_od",
+    "eosin_od",
+    "laplacian_var_median",
+    "blurred_tile_fraction",
+    "pen_fraction",
+    "dark_fraction",
+    "white_fraction",
+    "annotation_density_per_mm2",
+    "annotation_area_um2_median",
+)
+
 QC_SCHEMA = pa.schema(
     [
         _field("slide_id", pa.string(), "Slide identifier."),
@@ -423,6 +439,17 @@ QC_SCHEMA = pa.schema(
             pa.float64(),
             "Annotated positive area / tissue area.",
             nullable=True,
+        ),
+        *(
+            _field(
+                f"z_{column}",
+                pa.float64(),
+                f"Cohort robust z-score of {column}: (x - median) / (1.4826 MAD) over the slides "
+                "judged together; +/-inf when most slides share the median exactly, null when the "
+                "measure is.",
+                nullable=True,
+            )
+            for column in QC_Z_COLUMNS
         ),
         _field(
             "flags",
