@@ -412,23 +412,25 @@ def _cmd_split(args: argparse.Namespace) -> int:
 
 
 def _cmd_mil(args: argparse.Namespace) -> int:
+    from engine.config import read_config_file
     from engine.mil.params import MilParams
     from engine.mil.stage import predict_mil_model, train_mil_model
 
+    # Bag flags (train only) join the config's mil.bags before validation, so `--k 0` is refused
+    # with the field's name, as a bad value in the file would be.
     bag_flags = {
-        "features_model": args.features_model,
-        "score_model": args.score_model,
-        "selection": args.selection,
-        "k": args.k,
+        key: getattr(args, key, None)
+        for key in ("features_model", "score_model", "selection", "k")
+        if getattr(args, key, None) is not None
     }
-    params = _stage_params(args, "mil", MilParams, {"epochs": args.epochs, "name": args.name})
-    params = params.model_copy(
-        update={
-            "bags": params.bags.model_copy(
-                update={k: v for k, v in bag_flags.items() if v is not None}
-            )
-        }
-    )
+    overrides: dict[str, object] = {
+        "epochs": getattr(args, "epochs", None),
+        "name": getattr(args, "name", None),
+    }
+    if bag_flags:
+        data = read_config_file(args.config) if args.config else {}
+        overrides["bags"] = {**((data.get("mil") or {}).get("bags") or {}), **bag_flags}
+    params = _stage_params(args, "mil", MilParams, overrides)
     if args.mil_command == "train":
         trained = train_mil_model(
             Path(args.root), Path(args.manifest), params, address=args.address
@@ -791,18 +793,23 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--root", required=True, help="fleet root folder")
         sub.add_argument("--manifest", required=True, help="manifest with split and label columns")
         sub.add_argument("--config", default=None, help="job config with a 'mil' section")
-        sub.add_argument(
-            "--features-model", default=None, help="mil.bags.features_model (an extractor)"
-        )
-        sub.add_argument(
-            "--score-model", default=None, help="mil.bags.score_model (picks top-K tiles)"
-        )
-        sub.add_argument(
-            "--selection", choices=["top_k", "all_tissue"], default=None, help="mil.bags.selection"
-        )
-        sub.add_argument("--k", type=int, default=None, help="mil.bags.k")
-        sub.add_argument("--epochs", type=int, default=None, help="mil.epochs")
-        sub.add_argument("--name", default=None, help="mil.name (the registered MIL model)")
+        if verb == "train":
+            # How bags are built is part of the trained model (its card); predict reads it there.
+            sub.add_argument(
+                "--features-model", default=None, help="mil.bags.features_model (an extractor)"
+            )
+            sub.add_argument(
+                "--score-model", default=None, help="mil.bags.score_model (picks top-K tiles)"
+            )
+            sub.add_argument(
+                "--selection",
+                choices=["top_k", "all_tissue"],
+                default=None,
+                help="mil.bags.selection",
+            )
+            sub.add_argument("--k", type=int, default=None, help="mil.bags.k")
+            sub.add_argument("--epochs", type=int, default=None, help="mil.epochs")
+            sub.add_argument("--name", default=None, help="mil.name (the registered MIL model)")
         sub.add_argument(
             "--address", default=None, help="Ray cluster address (default: start a local Ray)"
         )

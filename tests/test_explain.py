@@ -125,7 +125,7 @@ def test_torchscript_falls_back_to_input_x_gradient_and_says_why(registry, tmp_p
     np.testing.assert_allclose(result.scores, scored[:, 1].mean(dim=(1, 2)).numpy(), rtol=1e-5)
 
 
-def test_unknown_explain_layer_is_a_clear_error(registry, tmp_path) -> None:
-    registered = register_export(registry, tmp_path, red_card("encoder.layer4"))
+def test_unknown_explain_layer_is_refused_when_the_model_is_added(registry, tmp_path) -> None:
     with pytest.raises(ModelError, match="'encoder.layer4'.*top-level layers are: features, head"):
-        explainable_model(registered)
+        register_export(registry, tmp_path, red_card("encoder.layer4"))
+    assert registry.list() == []  # nothing half-registered

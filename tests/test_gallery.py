@@ -274,3 +274,18 @@ def test_report_shows_qc_strata_galleries_and_confusion_in_chromium(
     assert dom.gallery_images >= 1
     html = report.read_text()
     assert "Non-homogeneous tiles only" in html and "% of that class" in html
+
+
+def test_turning_galleries_off_keeps_the_tile_confusion(fleet: dict[str, Any]) -> None:
+    """`view.gallery_tiles: 0` draws no gallery and explains nothing, but the multi-class
+    confusion rows are still written (they are a metric, not a picture). Runs last: it redraws."""
+    root, model = fleet["root"], fleet["model"]
+    views = render_views(root, model.ref, params=ViewParams(gallery_tiles=0))
+    assert not views.failures and views.galleries == []
+    rows = [
+        r
+        for r in read_table(root / "tables", "confusion").to_pylist()
+        if r["model_id"] == model.model_id and r["run_id"] == views.run_id
+    ]
+    assert {r["scope"] for r in rows} == {"all_tissue", "non_homogeneous"}
+    assert len(rows) == 2 * len({r["slide_id"] for r in rows}) > 0

@@ -98,3 +98,27 @@ def test_training_is_seeded() -> None:
         torch.testing.assert_close(a, b)
     with pytest.raises(ValueError, match="one label per bag"):
         train_mil(bags, labels[:-1], n_classes=2)
+
+
+def test_mil_cli_checks_bag_flags_and_predict_takes_them_from_the_model(tmp_path, capsys) -> None:
+    """`--k 0` is refused by name before any work; predict has no bag flags (the card has them)."""
+    from engine.cli import main
+
+    args = ["mil", "train", "--root", str(tmp_path), "--manifest", str(tmp_path / "m.csv")]
+    assert main([*args, "--k", "0"]) == 2
+    assert "mil.bags.k" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(
+            [
+                "mil",
+                "predict",
+                "--root",
+                str(tmp_path),
+                "--manifest",
+                "m.csv",
+                "--model",
+                "m",
+                "--k",
+                "3",
+            ]
+        )

@@ -6,6 +6,7 @@ import csv
 from pathlib import Path
 
 import numpy as np
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pytest
 import torch
@@ -21,6 +22,7 @@ from engine.mil.registry import MilRegistry
 from engine.mil.stage import predict_mil_model, train_mil_model
 from engine.models import ModelCard, ModelRegistry
 from engine.store import read_completion
+from engine.tables.writer import read_table
 from tests.infer_models import Darkness, darkness_card
 from tests.infer_models import register as register_scripted
 
@@ -127,11 +129,7 @@ def test_train_registers_and_predict_writes_tables_and_attention_maps(
 
     report = predict_mil_model(root, "mil", manifest, _params())
     assert not report.failures and len(report.rows) == 4
-    table = (
-        pads.dataset(root / "tables" / "slide_predictions", partitioning="hive")
-        .to_table()
-        .to_pylist()
-    )
+    table = read_table(root / "tables", "slide_predictions").to_pylist()  # the engine's reader
     assert {r["slide_id"] for r in table} == {r["slide_id"] for r in report.rows}
     for row in table:
         probs = np.array([row["prob_normal"], row["prob_tumor"]])
@@ -174,22 +172,11 @@ def test_cli_trains_a_new_version_and_predicts_the_test_split(
     cohort: tuple[Path, Path], capsys
 ) -> None:
     root, manifest = cohort
-    common = [
-        "--root",
-        str(root),
-        "--manifest",
-        str(manifest),
-        "--features-model",
-        "colour-stats",
-        "--selection",
-        "all_tissue",
-        "--epochs",
-        "3",
-        "--name",
-        "mil-all",
-    ]
-    assert main(["mil", "train", *common]) == 0
+    common = ["--root", str(root), "--manifest", str(manifest)]
+    bags = ["--features-model", "colour-stats", "--selection", "all_tissue"]
+    assert main(["mil", "train", *common, *bags, "--epochs", "3", "--name", "mil-all"]) == 0
     assert "registered mil-all:1" in capsys.readouterr().out
+    # Predict builds bags as the model was trained (its card), so it takes no bag flags.
     assert main(["mil", "predict", *common, "--model", "mil-all", "--splits", "test"]) == 0
     out = capsys.readouterr().out
     assert "on 1 slides" in out
@@ -278,7 +265,9 @@ def test_tiles_table_and_geojson_for_a_patch_classifier_and_an_extractor(
     assert not infer(root, "dark-patch", progress=False).failures
     report = write_tiles(root, "dark-patch")
     assert not report.failures and len(report.slides) == 4
-    table = pads.dataset(root / "tables" / "tiles" / f"model_id={model.model_id}").to_table()
+    table = read_table(root / "tables", "tiles").filter(
+        pc.field("model_id") == model.model_id
+    )  # the engine's reader: the prob_<class> columns come back with it
     assert {"prob_light", "prob_dark", "x", "y", "width", "height", "tissue_fraction"} <= set(
         table.column_names
     )

@@ -134,3 +134,51 @@ def test_partition_must_name_the_declared_keys_and_agree_with_rows(tmp_path: Pat
     with pytest.raises(TableSchemaError, match="directory name"):
         write_table_part(tmp_path, "regions", rows, partition={"model_id": "../m1"}, run_id="r1")
     assert not (tmp_path / "regions").exists()
+
+
+def test_per_class_columns_of_two_models_are_read_back(tmp_path: Path) -> None:
+    """tables/tiles carries one prob_<class> column per class of its model: read_table and
+    read_part give them back (null for a model without that class), not the fixed columns alone."""
+    from engine.tables.slide_level_schemas import with_class_columns
+
+    def tile(slide_id: str, model_id: str, probs: dict[str, float]) -> dict[str, object]:
+        return {
+            "slide_id": slide_id,
+            "model_id": model_id,
+            "row": 0,
+            "col": 1,
+            "x": 224,
+            "y": 0,
+            "width": 224,
+            "height": 224,
+            "tissue_fraction": 0.5,
+            **{f"prob_{name}": value for name, value in probs.items()},
+        }
+
+    base = TABLE_SCHEMAS["tiles"]
+    part_a = write_table_part(
+        tmp_path,
+        "tiles",
+        [tile("s1", "mA", {"normal": 0.25, "tumour": 0.75})],
+        partition={"model_id": "mA"},
+        run_id="r1",
+        schema=with_class_columns(base, ["normal", "tumour"]),
+    )
+    write_table_part(
+        tmp_path,
+        "tiles",
+        [tile("s1", "mB", {"stroma": 0.5, "tumour": 0.5})],
+        partition={"model_id": "mB"},
+        run_id="r2",
+        schema=with_class_columns(base, ["stroma", "tumour"]),
+    )
+    table = read_table(tmp_path, "tiles")
+    assert set(base.names) < set(table.column_names)
+    assert {"prob_normal", "prob_tumour", "prob_stroma"} <= set(table.column_names)
+    by_model = {row["model_id"]: row for row in table.to_pylist()}
+    assert by_model["mA"]["prob_tumour"] == 0.75 and by_model["mA"]["prob_normal"] == 0.25
+    assert by_model["mA"]["prob_stroma"] is None
+    assert by_model["mB"]["prob_stroma"] == 0.5 and by_model["mB"]["prob_normal"] is None
+    assert part_a is not None
+    one = read_part(part_a, "tiles")
+    assert one["prob_tumour"].to_pylist() == [0.75] and "prob_stroma" not in one.column_names

@@ -89,8 +89,10 @@ def _evaluate_in_task(plans: list[SlidePlan], params_json: str, model_id: str) -
                     {
                         "slide_id": plan.slide_id,
                         "model_id": model_id,
-                        "x": maps.origin_x_level0_px + (d.x_px - 0.5) * maps.level0_px_per_pixel_x,
-                        "y": maps.origin_y_level0_px + (d.y_px - 0.5) * maps.level0_px_per_pixel_y,
+                        # d.x_px is in map pixels with pixel c spanning [c, c + 1): a centre
+                        # is c + 0.5, so level-0 = origin + x_px * scale (post's centroids too).
+                        "x": maps.origin_x_level0_px + d.x_px * maps.level0_px_per_pixel_x,
+                        "y": maps.origin_y_level0_px + d.y_px * maps.level0_px_per_pixel_y,
                         "confidence": d.confidence,
                         **o,
                     }

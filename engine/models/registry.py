@@ -127,6 +127,9 @@ class ModelRegistry:
                 module = load_model(tmp_model)
                 if check_output:
                     check_model_output(module, resolved_card)
+                from engine.explain.loading import check_explain_layer
+
+                check_explain_layer(tmp_model, resolved_card)
             except ModelError as exc:  # name the user's file, not the private copy
                 raise ModelError(str(exc).replace(str(tmp_model), str(model_path))) from exc
             (tmp_dir / CARD_FILE_NAME).write_text(resolved_card.to_json(), encoding="utf-8")

@@ -157,8 +157,12 @@ SLIDE_LEVEL_SCHEMAS: dict[str, pa.Schema] = {
 }
 
 
+#: Prefixes of the columns a writer adds per model (one per class); readers give them back.
+MODEL_COLUMN_PREFIXES: tuple[str, ...] = ("prob_",)
+
+
 def class_column(class_name: str) -> str:
-    return f"prob_{class_name}"
+    return f"{MODEL_COLUMN_PREFIXES[0]}{class_name}"
 
 
 def with_class_columns(schema: pa.Schema, class_names: Sequence[str]) -> pa.Schema:

@@ -5,7 +5,8 @@ A table is a hive-partitioned directory, ``<table>/<key>=<value>/part-<run>-<tok
 directory name only, never inside the files, so ``pd.read_parquet("tables/slides")`` with
 pandas' defaults (and polars / DuckDB with hive partitioning) reads each column exactly once.
 :func:`read_table` and :func:`read_part` give the table's full declared schema back, partition
-keys included (as strings, whatever they look like).
+keys included (as strings, whatever they look like), plus the per-model ``prob_<class>`` columns
+of tables/tiles and tables/slide_predictions (null in rows of a model without that class).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import pyarrow.parquet as pq
 from engine import __version__
 from engine.errors import OutputWriteError, SlideFleetError
 from engine.tables.schemas import TABLE_PARTITIONS, TABLE_SCHEMAS
+from engine.tables.slide_level_schemas import MODEL_COLUMN_PREFIXES
 
 
 class TableSchemaError(SlideFleetError, TypeError):
@@ -134,6 +136,7 @@ def read_table(tables_dir: Path, table_name: str) -> pa.Table:
     schema = TABLE_SCHEMAS[table_name]
     if not directory.exists():
         return schema.empty_table()
+    schema = _with_model_columns(schema, _committed_parts(directory))
     dataset = ds.dataset(
         directory,
         schema=schema,
@@ -161,5 +164,33 @@ def read_part(path: Path, table_name: str) -> pa.Table:
         if key in table.column_names:  # written before partition keys left the files
             table = table.drop_columns([key])
         table = table.append_column(key, pa.array([values[key]] * table.num_rows, pa.string()))
-    schema = TABLE_SCHEMAS[table_name]
+    schema = _with_model_columns(TABLE_SCHEMAS[table_name], [path])
     return table.select(schema.names).cast(schema)
+
+
+def _committed_parts(directory: Path) -> list[Path]:
+    """The table's part files, without the hidden temporaries a write in progress leaves."""
+    return sorted(
+        path
+        for path in directory.rglob("*.parquet")
+        if not any(part.startswith((".", "_")) for part in path.relative_to(directory).parts)
+    )
+
+
+def _with_model_columns(schema: pa.Schema, parts: Sequence[Path]) -> pa.Schema:
+    """The declared schema plus the per-model columns its writers add (``prob_<class>`` of
+    tables/tiles and tables/slide_predictions), in the order the parts first show them."""
+    extra: dict[str, pa.Field] = {}
+    for part in parts:
+        try:
+            stored = pq.read_schema(part)
+        except (OSError, pa.ArrowInvalid):
+            continue  # not a readable part: the dataset skips it too
+        for stored_field in stored:
+            if stored_field.name.startswith(MODEL_COLUMN_PREFIXES) and stored_field.name not in (
+                schema.names
+            ):
+                extra.setdefault(stored_field.name, stored_field.with_nullable(True))
+    for added in extra.values():
+        schema = schema.append(added)
+    return schema

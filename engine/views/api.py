@@ -228,7 +228,8 @@ def render_views(
     galleries = render_galleries(
         layout.root,
         resolved.ref,
-        [s.slide_id for s in result.slides] if params.gallery_tiles else [],
+        # Every drawn slide: its confusion rows are computed even with galleries turned off.
+        [s.slide_id for s in result.slides],
         settings,
         lambda slide_id: _rule(post, slide_id, params),
         post_params=post.params,

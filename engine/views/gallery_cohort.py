@@ -16,6 +16,7 @@ from typing import Any
 from engine.errors import ModelError, OutputWriteError, SlideFleetError
 from engine.explain.loading import explainable_model
 from engine.models import ModelRegistry
+from engine.models.loading import load_model
 from engine.store import FleetLayout
 from engine.tables import FailureRecord, write_table_part
 from engine.views.gallery import ExplainModel, SlideGallery, render_gallery
@@ -62,7 +63,12 @@ def render_galleries(
     except ModelError:
         log.info("%s is not a registered model: no explanations", model_ref)
         return report
-    module, layer, note = explainable_model(registered)
+    try:
+        module, layer, note = explainable_model(registered)
+    except ModelError as exc:  # a card registered before its explain_layer was checked
+        log.warning("%s", exc)
+        module = load_model(registered.path, device="cpu")
+        layer, note = None, f"input x gradient, not Grad-CAM: {exc}"
     model = ExplainModel(registered.card, module, layer, note)
     report.method_note = note
     for slide_id in slide_ids:
