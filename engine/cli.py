@@ -127,15 +127,30 @@ def _cmd_infer(args: argparse.Namespace) -> int:
             "device": "cpu" if args.no_gpus else args.device,
         },
     )
+    from engine.qc.gate import excluded_slides, without_excluded
+    from engine.store import FleetLayout
+
+    # The QC gate holds here as in `run`: slides the latest `slidefleet qc --exclude` kept out
+    # (each has its QcExcluded failures row) are not scored.
+    root = Path(args.root)
+    excluded = set(excluded_slides(FleetLayout(root).tables_dir))
+    slide_ids = without_excluded(root, args.slides, excluded)
     report = infer(
-        Path(args.root),
+        root,
         args.model,
         params=params,
         address=args.address,
-        slide_ids=args.slides,
+        slide_ids=slide_ids,
         progress=not args.quiet,
     )
     print(f"infer run {report.run_id}: model {report.model.ref} (model_id {report.model.model_id})")
+    kept_out = sorted(excluded if args.slides is None else excluded & set(args.slides))
+    if kept_out:
+        print(
+            f"  {len(kept_out)} slide(s) kept out by the QC gate (qc.exclude): "
+            + ", ".join(kept_out[:10])
+            + (" ..." if len(kept_out) > 10 else "")
+        )
     print(
         f"  {len(report.scored)} scored, {len(report.skipped)} up to date, {len(report.failures)} failed; "
         f"{report.tiles} tiles in {report.seconds:.1f}s ({report.tiles_per_second:.1f} tiles/s)"

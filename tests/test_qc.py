@@ -115,6 +115,20 @@ def test_qc_gate_keeps_flagged_slides_out_with_a_failures_row(qc_fleet, capsys) 
     parts = list((root / "tables" / "qc").rglob("*.parquet"))
     assert len(parts) >= 1 and pq.read_table(parts[0]).num_rows == 5
 
+    # `slidefleet infer` on its own honours the gate too: the inked slide is not scored.
+    from tests.infer_models import Darkness, darkness_card, register
+
+    registered = register(root, Darkness(), darkness_card("gate-darkness"))
+    assert main(["infer", "--model", "gate-darkness", "--root", str(root), "--quiet"]) == 0
+    assert "1 slide(s) kept out by the QC gate (qc.exclude): " + which["pen"] in (
+        capsys.readouterr().out
+    )
+    scored = {
+        p.name.removesuffix(".zarr")
+        for p in (root / "predictions" / registered.model_id).glob("*.zarr")
+    }
+    assert which["pen"] not in scored and len(scored) == 4
+
 
 def test_run_gates_excluded_slides_out_of_infer_and_post(qc_fleet) -> None:
     """`run` with qc.exclude: the inked slide gets a QC failures row and no prediction; the rest go on."""

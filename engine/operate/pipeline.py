@@ -417,21 +417,9 @@ def _qc_stage(
 def _without_excluded(
     root: Path, slide_ids: Sequence[str] | None, excluded: set[str]
 ) -> list[str] | None:
-    """``slide_ids`` (``None``: every slide store) less the QC-excluded ones."""
-    if not excluded:
-        return None if slide_ids is None else list(slide_ids)
-    if slide_ids is None:
-        slides_dir = FleetLayout(root).slides_dir
-        slide_ids = (
-            sorted(
-                p.name.removesuffix(".ome.zarr")
-                for p in slides_dir.glob("*.ome.zarr")
-                if not p.name.startswith(".")
-            )
-            if slides_dir.is_dir()
-            else []
-        )
-    return [s for s in slide_ids if s not in excluded]
+    from engine.qc.gate import without_excluded
+
+    return without_excluded(root, slide_ids, excluded)
 
 
 def score_cohort(

@@ -7,8 +7,10 @@ cohort rather than reporting a missing prediction: the QC failures row already s
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
+from engine.store import FleetLayout
 from engine.tables.writer import read_table
 
 
@@ -30,3 +32,23 @@ def excluded_slides(tables_dir: Path) -> dict[str, list[str]]:
         for slide_id, row in qc_verdicts(tables_dir).items()
         if row.get("excluded")
     }
+
+
+def without_excluded(
+    root: Path, slide_ids: Sequence[str] | None, excluded: set[str]
+) -> list[str] | None:
+    """``slide_ids`` (``None``: every slide store) less the QC-excluded ones."""
+    if not excluded:
+        return None if slide_ids is None else list(slide_ids)
+    if slide_ids is None:
+        slides_dir = FleetLayout(root).slides_dir
+        slide_ids = (
+            sorted(
+                p.name.removesuffix(".ome.zarr")
+                for p in slides_dir.glob("*.ome.zarr")
+                if not p.name.startswith(".")
+            )
+            if slides_dir.is_dir()
+            else []
+        )
+    return [s for s in slide_ids if s not in excluded]
