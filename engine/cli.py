@@ -663,7 +663,7 @@ def build_parser() -> argparse.ArgumentParser:
     views.add_argument("--slides", nargs="*", default=None, help="only these slide IDs")
     views.set_defaults(handler=_cmd_views)
 
-    run = commands.add_parser("run", help="ingest, infer, post and views in one go")
+    run = commands.add_parser("run", help="ingest, QC, infer, post and views in one go (streamed)")
     run.add_argument(
         "manifest", nargs="?", default=None, help="manifest CSV/Parquet (or 'manifest' in --config)"
     )

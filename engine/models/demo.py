@@ -178,7 +178,7 @@ class ReconstructionErrorScorer(nn.Module):
 
 
 def make_demo_models(root: Path | str, *, seed: int = 0) -> list[RegisteredModel]:
-    """Train the four demo models and register them under ``ROOT/models/``.
+    """Train the five demo models (four scorers and the demo embedder) and register them under ``ROOT/models/``.
 
     A demo model already registered with the same card (same seed) is kept, not retrained, so
     running this twice is cheap and a no-op. A fresh process with the same seed, torch build and
