@@ -150,3 +150,21 @@ def test_every_run_flag_has_a_config_field() -> None:
     }
     assert flags == set(mapped)
     assert set(mapped.values()) <= set(JobConfig.model_fields)
+
+
+def test_run_refuses_an_embedding_extractor_before_converting_anything(tmp_path: Path) -> None:
+    """An extractor writes features, not score maps: `run` says what to do instead, at once."""
+    from engine.errors import ConfigError
+    from engine.operate import JobConfig, score_cohort
+
+    job = JobConfig(
+        manifest=str(tmp_path / "manifest.csv"),
+        root=str(tmp_path / "root"),
+        models=["demo-embedder"],
+        demo_models=True,
+    )
+    with pytest.raises(
+        ConfigError, match="embedding_extractor.*slidefleet infer --model demo-embedder"
+    ):
+        score_cohort(config=job, progress=False)
+    assert not (tmp_path / "root" / "slides").exists()

@@ -438,6 +438,11 @@ _DEMOS: tuple[
     ),
 )
 
+#: Names of the demo models that are embedding extractors (features, not score maps).
+DEMO_EXTRACTOR_NAMES: frozenset[str] = frozenset(
+    str(fields["name"]) for fields, _ in _DEMOS if fields["kind"] == "embedding_extractor"
+)
+
 
 def _demo_card(fields: dict[str, Any], normalisation: Normalisation, seed: int) -> ModelCard:
     return ModelCard.model_validate(

@@ -422,6 +422,28 @@ def _without_excluded(
     return without_excluded(root, slide_ids, excluded)
 
 
+def _refuse_extractors(job: JobConfig) -> None:
+    """A run posts score maps; an embedding extractor writes features, which post cannot read.
+    Say so before any slide is converted."""
+    from engine.errors import ModelError
+    from engine.models import ModelRegistry
+    from engine.models.demo import DEMO_EXTRACTOR_NAMES
+
+    assert job.root is not None
+    registry = ModelRegistry(Path(job.root))
+    for ref in job.models:
+        try:
+            extractor = registry.resolve(ref).card.is_extractor
+        except ModelError:  # not registered yet: a demo model to be made, or infer says so
+            extractor = job.demo_models and ref.partition(":")[0] in DEMO_EXTRACTOR_NAMES
+        if extractor:
+            raise ConfigError(
+                f"{ref} is an embedding_extractor: it writes features, not score maps, so `run` "
+                f"cannot post-process it. Extract features with `slidefleet infer --model {ref}` "
+                "(after `slidefleet ingest`), then `slidefleet tiles` or `slidefleet mil train`."
+            )
+
+
 def score_cohort(
     manifest: Path | str | None = None,
     model: str | Sequence[str] | None = None,
@@ -452,6 +474,7 @@ def score_cohort(
             "score_cohort needs a root and at least one model (argument or config file)."
         )
     layout = FleetLayout(Path(job.root))
+    _refuse_extractors(job)
     run_id = run_id or new_run_id()
     record = RunRecord(run_id=run_id, config=job.model_dump(mode="json"))
     for stale in sweep_stale_files(stale_file_dirs(layout)):
