@@ -56,6 +56,16 @@ class CountingReader:
             self.decoded_px += width_px * height_px
         return rgb
 
+    def read_region_planar(
+        self, x_level0_px: int, y_level0_px: int, level: int, width_px: int, height_px: int
+    ) -> NDArray[np.uint8]:
+        planar = self._reader.read_region_planar(
+            x_level0_px, y_level0_px, level, width_px, height_px
+        )
+        with self._lock:
+            self.decoded_px += width_px * height_px
+        return planar
+
 
 def run_bounded(work: Callable[[Region], None], regions: Iterable[Region], threads: int) -> None:
     """Run ``work`` on every region with ``threads`` threads and at most ``2 x threads`` queued."""
@@ -122,10 +132,9 @@ def copy_native(
 
     def work(region: Region) -> None:
         y0, y1, x0, x1 = region
-        rgb = reader.read_region_rgb(
+        array[:, y0:y1, x0:x1] = reader.read_region_planar(
             round(x0 * plan.downsample_x), round(y0 * plan.downsample_y), native, x1 - x0, y1 - y0
         )
-        array[:, y0:y1, x0:x1] = np.ascontiguousarray(rgb.transpose(2, 0, 1))
 
     run_bounded(work, regions(plan.height_px, plan.width_px, block_px, chunk_px, coverage), threads)
 
@@ -181,14 +190,13 @@ def downsample_chain(
                 ey, ex = min(sy + sub_out, y1), min(sx + sub_out, x1)
                 ny0, nx0 = sy * factor, sx * factor
                 ny1, nx1 = min(ey * factor, native.height_px), min(ex * factor, native.width_px)
-                rgb = reader.read_region_rgb(
+                block = reader.read_region_planar(
                     round(nx0 * native.downsample_x),
                     round(ny0 * native.downsample_y),
                     native.native_level,
                     nx1 - nx0,
                     ny1 - ny0,
                 )
-                block = np.ascontiguousarray(rgb.transpose(2, 0, 1))
                 if native_target is not None:
                     native_target[:, ny0:ny1, nx0:nx1] = block
                 for _ in range(steps):

@@ -64,6 +64,12 @@ class SlideReader(Protocol):
         """RGB (height, width, 3) uint8 pixels of ``level``, origin in level-0 pixels."""
         ...
 
+    def read_region_planar(
+        self, x_level0_px: int, y_level0_px: int, level: int, width_px: int, height_px: int
+    ) -> NDArray[np.uint8]:
+        """The same pixels as :meth:`read_region_rgb`, planar: (3, height, width) uint8."""
+        ...
+
     def close(self) -> None: ...
 
 
