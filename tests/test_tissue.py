@@ -1,4 +1,6 @@
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.slides import open_slide
 from engine.tissue import TissueParams, detect_tissue
@@ -31,3 +33,21 @@ def test_small_specks_are_removed_in_micrometres() -> None:
     mask = detect_tissue(image, 4.0, params)  # speck: 12 µm wide → 144 µm² < 6400 µm²
     assert mask[100, 100]
     assert not mask[11, 11]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    shape=st.tuples(st.integers(3, 80), st.integers(3, 80)),
+    radius=st.integers(1, 14),
+    density=st.floats(0.02, 0.7),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_closing_disk_equals_skimage_closing(shape, radius, density, seed) -> None:
+    """The distance-transform closing is the grey closing by skimage's disk, borders included."""
+    from skimage import morphology
+
+    from engine.tissue import closing_disk
+
+    mask = np.random.default_rng(seed).random(shape) < density
+    expected = morphology.closing(mask, morphology.disk(radius))
+    np.testing.assert_array_equal(closing_disk(mask, radius), expected)
