@@ -118,6 +118,7 @@ def bench_cluster(workdir: Path | None, *, quick: bool = False) -> int:
         )
         for n in DRIVER_SLIDES_QUICK if quick else DRIVER_SLIDES:
             root = _prepare(base, n, 512)
+            shutil.rmtree(root / "predictions", ignore_errors=True)  # score every slide, every time
             got = _infer_in_own_process(
                 root, {"device": "cpu", "max_actors": 2, "unit_tiles": 4}, None
             )
@@ -126,7 +127,8 @@ def bench_cluster(workdir: Path | None, *, quick: bool = False) -> int:
                 f"  ({got['seconds']:.0f} s, {got['failures']} failed)"
             )
 
-        side = 2048 if quick else 4096
+        # Large enough (~1,900 tiles) that a second GPU node has time to join and take work.
+        side = 2048 if quick else 16384
         root = _prepare(base, 2, side)
         print(
             f"  fake autoscaling cluster (CPU-only head, gpu_node type min_workers 0; 2 slides of {side}x{side}):"

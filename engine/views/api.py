@@ -27,7 +27,8 @@ from engine.runs import new_run_id
 from engine.store import FleetLayout, read_completion
 from engine.store.atomic import atomic_write_bytes
 from engine.tables import FailureRecord, write_failures
-from engine.views.gallery_cohort import curation_sections, render_galleries
+from engine.views.gallery import SlideGallery
+from engine.views.gallery_cohort import collect_galleries, curation_sections, draw_gallery
 from engine.views.inputs import (
     PostResults,
     completed_prediction_ids,
@@ -198,7 +199,27 @@ def render_views(
         truth_labels=tuple(truth_labels) if truth_labels is not None else None,
     )
 
-    def one(slide_id: str) -> SlideViews | FailureRecord:
+    splits = {str(r["slide_id"]): r.get("split") for r in post.slides}
+
+    def one(
+        slide_id: str,
+    ) -> tuple[SlideViews | FailureRecord, SlideGallery | FailureRecord | None]:
+        drawn = draw(slide_id)
+        if isinstance(drawn, FailureRecord):
+            return drawn, None
+        # The gallery in the same task (its confusion rows even with galleries turned off).
+        gallery = draw_gallery(
+            layout.root,
+            resolved.ref,
+            slide_id,
+            settings,
+            _rule(post, slide_id, params),
+            post_params=post.params,
+            split=splits.get(slide_id),
+        )
+        return drawn, gallery
+
+    def draw(slide_id: str) -> SlideViews | FailureRecord:
         source = str(predictions_dir / f"{slide_id}.zarr")
         try:
             return render_slide(
@@ -218,23 +239,17 @@ def render_views(
                 "views", slide_id, exc, source_path=source, model_id=resolved.model_id
             )
 
+    gallery_outcomes: list[SlideGallery | FailureRecord | None] = []
     if ids:
-        for outcome in _dispatch(one, ids, params.workers):
+        for outcome, gallery in _dispatch(one, ids, params.workers):
             if isinstance(outcome, FailureRecord):
                 result.failures.append(outcome)
             else:
                 result.slides.append(outcome)
                 _check_against_post(outcome, post)
-    galleries = render_galleries(
-        layout.root,
-        resolved.ref,
-        # Every drawn slide: its confusion rows are computed even with galleries turned off.
-        [s.slide_id for s in result.slides],
-        settings,
-        lambda slide_id: _rule(post, slide_id, params),
-        post_params=post.params,
-        splits={str(r["slide_id"]): r.get("split") for r in post.slides},
-        run_id=result.run_id,
+            gallery_outcomes.append(gallery)
+    galleries = collect_galleries(
+        layout.root, resolved.ref, settings, gallery_outcomes, run_id=result.run_id
     )
     result.galleries = [g.gallery for g in galleries.slides if g.gallery is not None]
     result.failures += galleries.failures
@@ -268,9 +283,7 @@ def render_views(
     return result
 
 
-def _dispatch(
-    draw: Callable[[str], SlideViews | FailureRecord], ids: Sequence[str], workers: int
-) -> Iterator[SlideViews | FailureRecord]:
+def _dispatch(draw: Callable[[str], _Drawn], ids: Sequence[str], workers: int) -> Iterator[_Drawn]:
     """Each slide as a Ray task spread over the cluster's nodes when Ray is up (a cohort run),
     else in ``workers`` threads here; outcomes in the order of ``ids``.
 
@@ -288,7 +301,11 @@ def _dispatch(
         try:
             yield ray.get(ref)
         except ray.exceptions.RayError as exc:
-            yield FailureRecord.from_exception("views", slide_id, exc)
+            yield FailureRecord.from_exception("views", slide_id, exc), None
+
+
+_Drawn = tuple[SlideViews | FailureRecord, SlideGallery | FailureRecord | None]
+"""One slide's views and its gallery (``None``: the model is not registered), or failures."""
 
 
 def _check_against_post(views: SlideViews, post: PostResults) -> None:

