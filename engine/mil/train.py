@@ -114,7 +114,7 @@ def train_mil(
             step = loss(logits.unsqueeze(0), targets[index])
             step.backward()
             optimiser.step()
-            total += float(step)
+            total += float(step.detach())
         result.train_loss.append(total / len(bags))
         if calibration_bags:
             value = _mean_loss(model, loss, calibration_bags, calibration_targets)
