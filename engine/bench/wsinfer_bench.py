@@ -1,7 +1,7 @@
 """``slidefleet bench wsinfer --wsinfer-python PY``: a first pass against WSInfer, same slides and model.
 
 What a user would pick instead of SlideFleet to score patches is WSInfer (``pip install wsinfer``,
-which pins ``zarr<3`` and so lives in its own environment; ``PY`` is that environment's python).
+which needs ``zarr<3`` (and ``tiffslide<3``) and so lives in its own environment; ``PY`` is that environment's python).
 Both tools get the same slides (the real CMU-1-Small-Region and synthetic slides at ~35 % tissue,
 all in one folder) and the same model: a torchvision ResNet-18 with random weights (seeded,
 nothing downloaded), traced to TorchScript, described by one WSInfer ``config.json`` (224 px at
