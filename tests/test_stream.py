@@ -138,3 +138,23 @@ def test_the_feed_blocks_a_producer_while_full_and_releases_it_when_drained() ->
     assert [p.name for p in feed.drain(block=True)] == ["b.ome.zarr"] and feed.exhausted
     feed.abandon()
     assert feed.put("c.ome.zarr") is False
+
+
+def test_each_slide_is_drawn_as_post_finishes_it_and_equals_a_staged_drawing(runs) -> None:
+    staged, streamed = runs["staged"], runs["stream"]
+    record = json.loads(streamed.run_record.read_text())
+    stream = record["stages"]["stream"]
+    views = record["stages"]["views:darkness:1"]
+    assert views["drawn_while_streaming"] == 4  # every slide: none left for the end
+    assert views["written"] > 0 and views["failed"] == 0
+    assert stream["first_slide_row_s"] <= stream["first_slide_views_s"] < stream["makespan_s"]
+    (model_id,) = streamed.model_ids.values()
+    drawn = sorted((streamed.root / "views" / model_id).glob("synth_*"))
+    assert {p.suffix for p in drawn} >= {".png", ".geojson"} and len(drawn) >= 4 * 3
+    assert {p.name for p in drawn} == {
+        p.name for p in (staged.root / "views" / model_id).glob("synth_*")
+    }
+    for path in drawn:  # pictures, GeoJSON and galleries: the same bytes as a staged run's
+        assert path.read_bytes() == (staged.root / "views" / model_id / path.name).read_bytes(), (
+            path.name
+        )

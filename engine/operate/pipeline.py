@@ -241,8 +241,12 @@ def views_stage(
     posted: Any,
     record: RunRecord,
     run_id: str,
+    drawn: Sequence[Any] = (),
 ) -> list[FailureRecord]:
-    """Render a model's views unless those of the same post run and view parameters exist."""
+    """Render a model's views unless those of the same post run and view parameters exist.
+
+    ``drawn``: slides a streaming run has drawn already (:class:`engine.views.stream.ViewStream`).
+    """
     from engine.views import render_views
 
     if not config.views:
@@ -253,10 +257,11 @@ def views_stage(
         record.stage(f"views:{ref}", seconds=0.0, written=0, failed=0, up_to_date=True)
         return []
     started = time.perf_counter()
-    viewed = render_views(root, ref, params=config.view, run_id=run_id)
+    viewed = render_views(root, ref, params=config.view, run_id=run_id, drawn=drawn)
     record.stage(
         f"views:{ref}",
         seconds=time.perf_counter() - started,
+        drawn_while_streaming=len(drawn),
         written=len(viewed.paths),
         failed=len(viewed.failures),
         write_errors=viewed.write_errors,

@@ -45,6 +45,7 @@ class _ModelStream:
     model_id: str
     feed: Any
     post: Any
+    views: Any = None  # ViewStream, when the run draws views
     thread: threading.Thread | None = None
     report: Any = None
     error: BaseException | None = None
@@ -85,6 +86,7 @@ def run_streaming(
     from engine.manifest import read_manifest
     from engine.models import ModelRegistry, make_demo_models
     from engine.post.stream import PostStream
+    from engine.views.stream import ViewStream
 
     assert config.root is not None
     if config.manifest is None:
@@ -133,6 +135,19 @@ def run_streaming(
 
     streams: dict[str, _ModelStream] = {}
     for registered in models:
+        views = (
+            ViewStream(
+                root,
+                registered.ref,
+                params=config.view,
+                post_params=config.post,
+                # As many slides drawn at once as ingest tasks of one half of the cluster.
+                max_in_flight=max(1, int(total_cpus // 2)),
+                clock_origin=origin,
+            )
+            if config.views
+            else None
+        )
         streams[registered.ref] = _ModelStream(
             registered.ref,
             registered.model_id,
@@ -145,7 +160,9 @@ def run_streaming(
                 expected_calibration=calibration,
                 clock_origin=origin,
                 fit_expected=any(e.split for e in entries) or None,
+                on_slide=views.posted if views is not None else None,
             ),
+            views,
         )
 
     def infer_thread(stream: _ModelStream) -> None:
@@ -262,14 +279,18 @@ def run_streaming(
         started = time.perf_counter()
         posted = stream.post.finish()
         record_post(record, stream.ref, posted, time.perf_counter() - started)
+        drawn = stream.views.finish() if stream.views is not None else []
         record.stage(
             f"post:{stream.ref}",
             first_slide_row_s=stream.post.first_result_s,
             fit_at_s=stream.post.fit_s,
             first_prediction_s=stream.first_prediction_s,
+            first_slide_views_s=stream.views.first_view_s if stream.views is not None else None,
         )
         failures += posted.failures
-        failures += views_stage(config, root, stream.ref, stream.model_id, posted, record, run_id)
+        failures += views_stage(
+            config, root, stream.ref, stream.model_id, posted, record, run_id, drawn=drawn
+        )
         if stream.post.first_result_s is not None:
             first_rows.append(stream.post.first_result_s)
     record.stage(
@@ -277,6 +298,14 @@ def run_streaming(
         makespan_s=time.perf_counter() - origin,
         ingest_order=order,
         first_slide_row_s=min(first_rows) if first_rows else None,
+        first_slide_views_s=min(
+            (
+                s.views.first_view_s
+                for s in streams.values()
+                if s.views is not None and s.views.first_view_s is not None
+            ),
+            default=None,
+        ),
         first_prediction_s=min(
             (s.first_prediction_s for s in streams.values() if s.first_prediction_s is not None),
             default=None,

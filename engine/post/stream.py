@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,7 @@ class PostStream:
         workers: int = 2,
         clock_origin: float | None = None,
         fit_expected: bool | None = None,
+        on_slide: Callable[[SlideResult], None] | None = None,
     ) -> None:
         self.layout = FleetLayout(Path(root))
         self.params = params or PostParams()
@@ -97,6 +99,8 @@ class PostStream:
         """Seconds from ``clock_origin`` to the first slide row computed."""
         self.fit_s: float | None = None
         """Seconds from ``clock_origin`` to the threshold being known."""
+        self._on_slide = on_slide
+        """Told each slide's rows as soon as they are computed (the streaming run's views)."""
 
     # -- feeding ------------------------------------------------------------------------------
     def _cohort(self) -> CohortPlan:
@@ -174,12 +178,18 @@ class PostStream:
         self._slides[plan.slide_id] = future
 
     def _slide_done(self, future: Future[SlideResult | FailureRecord]) -> None:
-        if (
-            self.first_result_s is None
-            and not future.cancelled()
-            and isinstance(future.result(), SlideResult)
-        ):
+        if future.cancelled() or future.exception() is not None:
+            return  # finish() turns the exception into the slide's failure row
+        outcome = future.result()
+        if not isinstance(outcome, SlideResult):
+            return
+        if self.first_result_s is None:
             self.first_result_s = time.perf_counter() - self._origin
+        if self._on_slide is not None:
+            try:
+                self._on_slide(outcome)
+            except Exception:  # views drawn late (by render_views) rather than a lost post
+                log.exception("handing %s's rows on", outcome.slide_id)
 
     def _maybe_fit(self, force: bool = False) -> None:
         if self._fitted or (self._expected and not force):

@@ -12,9 +12,10 @@ import io
 import logging
 import platform
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,10 @@ class ViewsReport:
     def paths(self) -> list[Path]:
         found = [p for s in self.slides for p in s.paths] + self.galleries
         return found + ([self.report] if self.report is not None else [])
+
+
+Drawn = tuple[SlideViews | FailureRecord, SlideGallery | FailureRecord | None]
+"""One slide's views and its gallery (``None``: the model is not registered), or failures."""
 
 
 @dataclass(frozen=True)
@@ -152,6 +157,82 @@ def _post_regions(
     return rows
 
 
+@dataclass(frozen=True)
+class ViewContext:
+    """What every slide of one model's views is drawn with (picklable: shipped to Ray tasks)."""
+
+    root: Path
+    model: _Model
+    params: ViewParams
+    settings: SlideSettings
+
+    @property
+    def layout(self) -> FleetLayout:
+        return FleetLayout(self.root)
+
+
+def view_context(
+    root: Path | str, model: str, params: ViewParams, post: PostResults
+) -> ViewContext:
+    """Resolve ``model`` and the drawing settings; creates ``ROOT/views/<model_id>/``."""
+    layout = FleetLayout(Path(root))
+    resolved = _resolve_model(layout, model)
+    out_dir = layout.views_dir / resolved.model_id
+    out_dir.mkdir(parents=True, exist_ok=True)
+    region_channel = _check_channel(resolved, post.params.get("positive_class"))
+    truth_labels = post.params.get("truth_labels")
+    settings = SlideSettings(
+        resolved.model_id,
+        params,
+        out_dir,
+        channel=_check_channel(resolved, params.channel) if params.channel else region_channel,
+        region_channel=region_channel,
+        truth_labels=tuple(truth_labels) if truth_labels is not None else None,
+    )
+    return ViewContext(layout.root, resolved, params, settings)
+
+
+def draw_slide(context: ViewContext, post: PostResults, slide_id: str) -> Drawn:
+    """One slide's heatmap, panel, GeoJSON and gallery, or its failure rows.
+
+    ``post`` needs only this slide's rows (a streaming run passes the rows post just computed).
+    """
+    layout, model, params = context.layout, context.model, context.params
+    source = str(layout.predictions_dir / model.model_id / f"{slide_id}.zarr")
+    rule = _rule(post, slide_id, params)
+    try:
+        drawn: SlideViews | FailureRecord = render_slide(
+            layout.slide_store(slide_id),
+            layout.prediction_store(model.model_id, slide_id),
+            context.settings,
+            rule,
+            stored_regions=_post_regions(post, slide_id, params),
+        )
+    except SlideFleetError as exc:
+        drawn = FailureRecord.from_exception(
+            "views", slide_id, exc, source_path=source, model_id=model.model_id
+        )
+    except Exception as exc:  # a drawing bug on one slide must not lose the cohort's report
+        log.exception("unexpected error drawing %s", slide_id)
+        drawn = FailureRecord.from_exception(
+            "views", slide_id, exc, source_path=source, model_id=model.model_id
+        )
+    if isinstance(drawn, FailureRecord):
+        return drawn, None
+    row = post.slide(slide_id) or {}
+    # The gallery in the same task (its confusion rows even with galleries turned off).
+    gallery = draw_gallery(
+        layout.root,
+        model.ref,
+        slide_id,
+        context.settings,
+        rule,
+        post_params=post.params,
+        split=row.get("split"),
+    )
+    return drawn, gallery
+
+
 def render_views(
     root: Path | str,
     model: str,
@@ -160,6 +241,7 @@ def render_views(
     slide_ids: Sequence[str] | None = None,
     run_id: str | None = None,
     report: bool = True,
+    drawn: Sequence[Drawn] = (),
 ) -> ViewsReport:
     """Write ``ROOT/views/<model_id>/``: per-slide heatmap, panel and GeoJSON, and ``report.html``.
 
@@ -176,80 +258,39 @@ def render_views(
         slide without one is a failure. The report always covers the whole cohort.
     report
         Also write ``report.html``.
+    drawn
+        Slides already drawn by a streaming run (:class:`engine.views.stream.ViewStream`) with
+        this post run's rows: kept as they are, not drawn again.
     """
     started = time.perf_counter()
     params = params or ViewParams()
     layout = FleetLayout(Path(root))
-    resolved = _resolve_model(layout, model)
-    predictions_dir = layout.predictions_dir / resolved.model_id
-    out_dir = layout.views_dir / resolved.model_id
-    out_dir.mkdir(parents=True, exist_ok=True)
-    result = ViewsReport(run_id or new_run_id(), resolved.model_id, resolved.ref, out_dir)
-
-    ids = list(slide_ids) if slide_ids is not None else completed_prediction_ids(predictions_dir)
-    post = read_post_results(layout.root, resolved.model_id)
-    region_channel = _check_channel(resolved, post.params.get("positive_class"))
-    truth_labels = post.params.get("truth_labels")
-    settings = SlideSettings(
-        resolved.model_id,
-        params,
-        out_dir,
-        channel=_check_channel(resolved, params.channel) if params.channel else region_channel,
-        region_channel=region_channel,
-        truth_labels=tuple(truth_labels) if truth_labels is not None else None,
+    post = read_post_results(layout.root, _resolve_model(layout, model).model_id)
+    context = view_context(layout.root, model, params, post)
+    result = ViewsReport(
+        run_id or new_run_id(), context.model.model_id, context.model.ref, context.settings.out_dir
     )
-
-    splits = {str(r["slide_id"]): r.get("split") for r in post.slides}
-
-    def one(
-        slide_id: str,
-    ) -> tuple[SlideViews | FailureRecord, SlideGallery | FailureRecord | None]:
-        drawn = draw(slide_id)
-        if isinstance(drawn, FailureRecord):
-            return drawn, None
-        # The gallery in the same task (its confusion rows even with galleries turned off).
-        gallery = draw_gallery(
-            layout.root,
-            resolved.ref,
-            slide_id,
-            settings,
-            _rule(post, slide_id, params),
-            post_params=post.params,
-            split=splits.get(slide_id),
-        )
-        return drawn, gallery
-
-    def draw(slide_id: str) -> SlideViews | FailureRecord:
-        source = str(predictions_dir / f"{slide_id}.zarr")
-        try:
-            return render_slide(
-                layout.slide_store(slide_id),
-                layout.prediction_store(resolved.model_id, slide_id),
-                settings,
-                _rule(post, slide_id, params),
-                stored_regions=_post_regions(post, slide_id, params),
-            )
-        except SlideFleetError as exc:
-            return FailureRecord.from_exception(
-                "views", slide_id, exc, source_path=source, model_id=resolved.model_id
-            )
-        except Exception as exc:  # a drawing bug on one slide must not lose the cohort's report
-            log.exception("unexpected error drawing %s", slide_id)
-            return FailureRecord.from_exception(
-                "views", slide_id, exc, source_path=source, model_id=resolved.model_id
-            )
+    predictions_dir = layout.predictions_dir / context.model.model_id
+    ids = list(slide_ids) if slide_ids is not None else completed_prediction_ids(predictions_dir)
+    wanted = set(ids)
+    outcomes = [d for d in drawn if _drawn_slide_id(d) in wanted]
+    done = {_drawn_slide_id(d) for d in outcomes}
+    remaining = [slide_id for slide_id in ids if slide_id not in done]
+    if remaining:
+        outcomes += _dispatch(context, post, remaining)
+    position = {slide_id: i for i, slide_id in enumerate(ids)}
+    outcomes.sort(key=lambda d: position[_drawn_slide_id(d)])
 
     gallery_outcomes: list[SlideGallery | FailureRecord | None] = []
-    if ids:
-        for outcome, gallery in _dispatch(one, ids, params.workers):
-            if isinstance(outcome, FailureRecord):
-                result.failures.append(outcome)
-            else:
-                result.slides.append(outcome)
-                _check_against_post(outcome, post)
-            gallery_outcomes.append(gallery)
+    for outcome, gallery in outcomes:
+        if isinstance(outcome, FailureRecord):
+            result.failures.append(outcome)
+        else:
+            result.slides.append(outcome)
+            _check_against_post(outcome, post)
+        gallery_outcomes.append(gallery)
     galleries = collect_galleries(
-        layout.root, resolved.ref, settings, gallery_outcomes, run_id=result.run_id
+        layout.root, context.model.ref, context.settings, gallery_outcomes, run_id=result.run_id
     )
     result.galleries = [g.gallery for g in galleries.slides if g.gallery is not None]
     result.failures += galleries.failures
@@ -262,10 +303,11 @@ def render_views(
         result.write_errors.append(str(exc))
 
     if report:
-        inputs = _report_inputs(layout, resolved, post, result, params)
+        out_dir = result.out_dir
+        inputs = _report_inputs(layout, context.model, post, result, params)
         inputs.extra_sections = curation_sections(
             layout.root,
-            resolved.model_id,
+            context.model.model_id,
             post.slides,
             out_dir,
             gallery_slides=2 * params.report_panels,
@@ -283,29 +325,47 @@ def render_views(
     return result
 
 
-def _dispatch(draw: Callable[[str], _Drawn], ids: Sequence[str], workers: int) -> Iterator[_Drawn]:
-    """Each slide as a Ray task spread over the cluster's nodes when Ray is up (a cohort run),
-    else in ``workers`` threads here; outcomes in the order of ``ids``.
+def _drawn_slide_id(drawn: Drawn) -> str:
+    return drawn[0].slide_id
 
-    A slide whose task is lost (its node died, twice) becomes that slide's failure.
-    """
+
+def _dispatch(context: ViewContext, post: PostResults, ids: Sequence[str]) -> Iterator[Drawn]:
+    """Each slide as a Ray task spread over the cluster's nodes when Ray is up (a cohort run),
+    else in ``params.workers`` threads here; outcomes in the order of ``ids``."""
     import ray
 
     if not ray.is_initialized():
-        with ThreadPoolExecutor(max_workers=min(workers, len(ids))) as pool:
-            yield from pool.map(draw, ids)
+        workers = min(context.params.workers, len(ids))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            yield from pool.map(partial(draw_slide, context, post), ids)
         return
-    task = ray.remote(num_cpus=1, max_retries=2, scheduling_strategy="SPREAD")(draw)
-    refs = [task.remote(slide_id) for slide_id in ids]
+    post_ref = ray.put(post)
+    refs = [draw_task(context, post_ref, slide_id) for slide_id in ids]
     for slide_id, ref in zip(ids, refs, strict=True):
-        try:
-            yield ray.get(ref)
-        except ray.exceptions.RayError as exc:
-            yield FailureRecord.from_exception("views", slide_id, exc), None
+        yield ray_outcome(slide_id, ref)
 
 
-_Drawn = tuple[SlideViews | FailureRecord, SlideGallery | FailureRecord | None]
-"""One slide's views and its gallery (``None``: the model is not registered), or failures."""
+def draw_task(context: ViewContext, post: Any, slide_id: str) -> Any:
+    """Submit :func:`draw_slide` as a Ray task spread over nodes (``post``: rows or their ref)."""
+    return _remote_draw().remote(context, post, slide_id)
+
+
+@cache
+def _remote_draw() -> Any:
+    import ray
+
+    return ray.remote(num_cpus=1, max_retries=2, scheduling_strategy="SPREAD")(draw_slide)
+
+
+def ray_outcome(slide_id: str, ref: Any) -> Drawn:
+    """A views task's result; a lost task (its node died, twice) is the slide's failure."""
+    import ray
+
+    try:
+        drawn: Drawn = ray.get(ref)
+        return drawn
+    except ray.exceptions.RayError as exc:
+        return FailureRecord.from_exception("views", slide_id, exc), None
 
 
 def _check_against_post(views: SlideViews, post: PostResults) -> None:
