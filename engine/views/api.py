@@ -345,9 +345,9 @@ def _dispatch(context: ViewContext, post: PostResults, ids: Sequence[str]) -> It
         yield ray_outcome(slide_id, ref)
 
 
-def draw_task(context: ViewContext, post: Any, slide_id: str) -> Any:
+def draw_task(context: ViewContext, post: Any, slide_id: str, *, num_cpus: float = 1.0) -> Any:
     """Submit :func:`draw_slide` as a Ray task spread over nodes (``post``: rows or their ref)."""
-    return _remote_draw().remote(context, post, slide_id)
+    return _remote_draw().options(num_cpus=num_cpus).remote(context, post, slide_id)
 
 
 @cache

@@ -9,8 +9,10 @@ slide's pictures equal a staged run's. :meth:`ViewStream.finish` hands what was 
 ``render_views``, which draws only the slides the stream did not (scored by earlier runs, or
 posted at the end) and writes the cohort's galleries, failures and report.
 
-At most ``max_in_flight`` slides are drawn at once, so views never crowd out ingest and
-scoring; the others wait here, in the order post finished them.
+At most ``max_in_flight`` slides are drawn at once, each task reserving ``cpus_per_task``; the
+others wait here, in the order post finished them. On a single machine the run gives views a
+token CPU (as its scoring actors), so slides are drawn beside ingest as post finishes them and
+share the cores through the OS instead of queuing behind every conversion.
 """
 
 from __future__ import annotations
@@ -43,11 +45,13 @@ class ViewStream:
         params: ViewParams,
         post_params: PostParams,
         max_in_flight: int = 2,
+        cpus_per_task: float = 1.0,
         clock_origin: float | None = None,
     ) -> None:
         self._record = {"params": post_params.model_dump(mode="json", exclude={"execution"})}
         self.context = view_context(root, model, params, PostResults(record=self._record))
         self._max_in_flight = max(1, max_in_flight)
+        self._cpus_per_task = cpus_per_task
         self._origin = clock_origin if clock_origin is not None else time.perf_counter()
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
@@ -70,7 +74,7 @@ class ViewStream:
     def _submit_waiting(self) -> None:
         while self._waiting and len(self._in_flight) < self._max_in_flight:
             slide_id, rows = self._waiting.popleft()
-            ref = draw_task(self.context, rows, slide_id)
+            ref = draw_task(self.context, rows, slide_id, num_cpus=self._cpus_per_task)
             self._in_flight[slide_id] = ref
             threading.Thread(
                 target=self._await_ref, args=(slide_id, ref), daemon=True, name="views-wait"
