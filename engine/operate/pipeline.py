@@ -261,7 +261,7 @@ def views_stage(
     record.stage(
         f"views:{ref}",
         seconds=time.perf_counter() - started,
-        drawn_while_streaming=len(drawn),
+        drawn_while_streaming=viewed.streamed,
         written=len(viewed.paths),
         failed=len(viewed.failures),
         write_errors=viewed.write_errors,

@@ -133,13 +133,15 @@ def run_streaming(
         cluster_cpus=total_cpus,
     )
 
-    # Views: on one machine a token CPU per slide drawn, as many at once as cores (they share the
-    # cores with ingest through the OS, instead of waiting for every conversion to end: measured,
-    # one reserved CPU at a time made 100 slides' streamed run 1.4x slower); on a cluster a CPU
-    # each, over half the cluster's CPUs.
+    # Views: on one machine a token CPU per slide drawn (they share the cores with ingest through
+    # the OS instead of waiting for every conversion to end: measured, one reserved CPU at a time
+    # made 100 slides' streamed run 1.4x slower), at most as many at once as cores (4 at the
+    # most: each task's worker holds the model for explanations); on a cluster a CPU each, over
+    # half the cluster's CPUs. Shared between the models.
     single_node = sum(1 for node in ray.nodes() if node.get("Alive")) == 1
     views_cpus = 0.01 if single_node else 1.0
-    views_in_flight = max(1, int(total_cpus if single_node else total_cpus // 2))
+    views_slots = min(int(total_cpus), 4) if single_node else int(total_cpus // 2)
+    views_in_flight = max(1, views_slots // len(models))
     streams: dict[str, _ModelStream] = {}
     for registered in models:
         views = (
@@ -235,71 +237,77 @@ def run_streaming(
                 stream.post.gone(slide_id)
 
     failures: list[FailureRecord] = []
-    started = time.perf_counter()
-    try:
-        report = ingest(
-            Path(config.manifest),
-            root,
-            params=config.ingest,
-            address=config.address,
-            progress=progress,
-            run_id=run_id,
-            retry_failed=config.retry_failed,
-            first_split=config.post.calibration_split,
-            max_in_flight=ingest_cpus,
-            on_slide=on_ingested,
-        )
-        record_ingest(record, report, time.perf_counter() - started)
-        failures += report.failures
-        # Stores from earlier manifests are scored too, as a staged run would.
-        if layout.slides_dir.is_dir():
-            for path in sorted(layout.slides_dir.glob("*.ome.zarr")):
-                if not path.name.startswith("."):
-                    hand_over(path.name.removesuffix(".ome.zarr"))
-    finally:
-        for stream in streams.values():
-            stream.feed.close()
-    try:
-        # QC that reports but never gates (qc.exclude empty) runs while the actors score.
-        _qc_stage(
-            config,
-            root,
-            run_id=run_id,
-            record=record,
-            progress=progress,
-            failures=failures,
-            skip_ingest=False,
-        )
-    finally:
-        for stream in streams.values():
-            assert stream.thread is not None
-            stream.thread.join()
-    for stream in streams.values():
-        if stream.error is not None:
-            raise stream.error
-        failures += stream.report.failures
-
     model_ids: dict[str, str] = {}
     first_rows: list[float] = []
-    for stream in streams.values():
-        model_ids[stream.ref] = stream.model_id
+    try:
         started = time.perf_counter()
-        posted = stream.post.finish()
-        record_post(record, stream.ref, posted, time.perf_counter() - started)
-        drawn = stream.views.finish() if stream.views is not None else []
-        record.stage(
-            f"post:{stream.ref}",
-            first_slide_row_s=stream.post.first_result_s,
-            fit_at_s=stream.post.fit_s,
-            first_prediction_s=stream.first_prediction_s,
-            first_slide_views_s=stream.views.first_view_s if stream.views is not None else None,
-        )
-        failures += posted.failures
-        failures += views_stage(
-            config, root, stream.ref, stream.model_id, posted, record, run_id, drawn=drawn
-        )
-        if stream.post.first_result_s is not None:
-            first_rows.append(stream.post.first_result_s)
+        try:
+            report = ingest(
+                Path(config.manifest),
+                root,
+                params=config.ingest,
+                address=config.address,
+                progress=progress,
+                run_id=run_id,
+                retry_failed=config.retry_failed,
+                first_split=config.post.calibration_split,
+                max_in_flight=ingest_cpus,
+                on_slide=on_ingested,
+            )
+            record_ingest(record, report, time.perf_counter() - started)
+            failures += report.failures
+            # Stores from earlier manifests are scored too, as a staged run would.
+            if layout.slides_dir.is_dir():
+                for path in sorted(layout.slides_dir.glob("*.ome.zarr")):
+                    if not path.name.startswith("."):
+                        hand_over(path.name.removesuffix(".ome.zarr"))
+        finally:
+            for stream in streams.values():
+                stream.feed.close()
+        try:
+            # QC that reports but never gates (qc.exclude empty) runs while the actors score.
+            _qc_stage(
+                config,
+                root,
+                run_id=run_id,
+                record=record,
+                progress=progress,
+                failures=failures,
+                skip_ingest=False,
+            )
+        finally:
+            for stream in streams.values():
+                assert stream.thread is not None
+                stream.thread.join()
+        for stream in streams.values():
+            if stream.error is not None:
+                raise stream.error
+            failures += stream.report.failures
+
+        for stream in streams.values():
+            model_ids[stream.ref] = stream.model_id
+            started = time.perf_counter()
+            posted = stream.post.finish()
+            record_post(record, stream.ref, posted, time.perf_counter() - started)
+            drawn = stream.views.finish() if stream.views is not None else []
+            record.stage(
+                f"post:{stream.ref}",
+                first_slide_row_s=stream.post.first_result_s,
+                fit_at_s=stream.post.fit_s,
+                first_prediction_s=stream.first_prediction_s,
+                first_slide_views_s=stream.views.first_view_s if stream.views is not None else None,
+            )
+            failures += posted.failures
+            failures += views_stage(
+                config, root, stream.ref, stream.model_id, posted, record, run_id, drawn=drawn
+            )
+            if stream.post.first_result_s is not None:
+                first_rows.append(stream.post.first_result_s)
+    except BaseException:
+        for stream in streams.values():  # no views task keeps writing for a failed run
+            if stream.views is not None:
+                stream.views.abandon()
+        raise
     record.stage(
         "stream",
         makespan_s=time.perf_counter() - origin,

@@ -62,6 +62,7 @@ class ViewsReport:
     seconds: float = 0.0
     write_errors: list[str] = field(default_factory=list)  # outputs that could not be written
     galleries: list[Path] = field(default_factory=list)
+    streamed: int = 0  # slides whose streaming run's drawing was kept (not drawn again here)
 
     @property
     def paths(self) -> list[Path]:
@@ -71,6 +72,23 @@ class ViewsReport:
 
 Drawn = tuple[SlideViews | FailureRecord, SlideGallery | FailureRecord | None]
 """One slide's views and its gallery (``None``: the model is not registered), or failures."""
+
+_ROW_KEYS = ("threshold", "score_kind", "n_regions")
+"""What a slide's pictures depend on in its post row (with the regions' outlines)."""
+
+
+@dataclass(frozen=True)
+class StreamedViews:
+    """A slide drawn by a streaming run, with the post row it was drawn from."""
+
+    slide_id: str
+    row: dict[str, Any]
+    drawn: Drawn
+
+    def matches(self, post: PostResults) -> bool:
+        """Whether post's tables hold the row these pictures were drawn from."""
+        written = post.slide(self.slide_id)
+        return written is not None and all(written.get(k) == self.row.get(k) for k in _ROW_KEYS)
 
 
 @dataclass(frozen=True)
@@ -241,7 +259,7 @@ def render_views(
     slide_ids: Sequence[str] | None = None,
     run_id: str | None = None,
     report: bool = True,
-    drawn: Sequence[Drawn] = (),
+    drawn: Sequence[StreamedViews] = (),
 ) -> ViewsReport:
     """Write ``ROOT/views/<model_id>/``: per-slide heatmap, panel and GeoJSON, and ``report.html``.
 
@@ -259,8 +277,8 @@ def render_views(
     report
         Also write ``report.html``.
     drawn
-        Slides already drawn by a streaming run (:class:`engine.views.stream.ViewStream`) with
-        this post run's rows: kept as they are, not drawn again.
+        Slides already drawn by a streaming run (:class:`engine.views.stream.ViewStream`): kept,
+        not drawn again, where post's tables hold the very row each was drawn from.
     """
     started = time.perf_counter()
     params = params or ViewParams()
@@ -272,14 +290,17 @@ def render_views(
     )
     predictions_dir = layout.predictions_dir / context.model.model_id
     ids = list(slide_ids) if slide_ids is not None else completed_prediction_ids(predictions_dir)
+    # A streamed drawing is kept when post's tables hold the row it was drawn from (a slide post
+    # left out at the end, or re-computed differently, is drawn again from the tables).
     wanted = set(ids)
-    outcomes = [d for d in drawn if _drawn_slide_id(d) in wanted]
-    done = {_drawn_slide_id(d) for d in outcomes}
-    remaining = [slide_id for slide_id in ids if slide_id not in done]
+    by_id: dict[str, Drawn] = {
+        v.slide_id: v.drawn for v in drawn if v.slide_id in wanted and v.matches(post)
+    }
+    result.streamed = len(by_id)
+    remaining = [slide_id for slide_id in ids if slide_id not in by_id]
     if remaining:
-        outcomes += _dispatch(context, post, remaining)
-    position = {slide_id: i for i, slide_id in enumerate(ids)}
-    outcomes.sort(key=lambda d: position[_drawn_slide_id(d)])
+        by_id.update(zip(remaining, _dispatch(context, post, remaining), strict=True))
+    outcomes = [by_id[slide_id] for slide_id in ids]
 
     gallery_outcomes: list[SlideGallery | FailureRecord | None] = []
     for outcome, gallery in outcomes:
@@ -325,10 +346,6 @@ def render_views(
     return result
 
 
-def _drawn_slide_id(drawn: Drawn) -> str:
-    return drawn[0].slide_id
-
-
 def _dispatch(context: ViewContext, post: PostResults, ids: Sequence[str]) -> Iterator[Drawn]:
     """Each slide as a Ray task spread over the cluster's nodes when Ray is up (a cohort run),
     else in ``params.workers`` threads here; outcomes in the order of ``ids``."""
@@ -342,7 +359,7 @@ def _dispatch(context: ViewContext, post: PostResults, ids: Sequence[str]) -> It
     post_ref = ray.put(post)
     refs = [draw_task(context, post_ref, slide_id) for slide_id in ids]
     for slide_id, ref in zip(ids, refs, strict=True):
-        yield ray_outcome(slide_id, ref)
+        yield ray_outcome(context, slide_id, ref)
 
 
 def draw_task(context: ViewContext, post: Any, slide_id: str, *, num_cpus: float = 1.0) -> Any:
@@ -357,7 +374,7 @@ def _remote_draw() -> Any:
     return ray.remote(num_cpus=1, max_retries=2, scheduling_strategy="SPREAD")(draw_slide)
 
 
-def ray_outcome(slide_id: str, ref: Any) -> Drawn:
+def ray_outcome(context: ViewContext, slide_id: str, ref: Any) -> Drawn:
     """A views task's result; a lost task (its node died, twice) is the slide's failure."""
     import ray
 
@@ -365,7 +382,19 @@ def ray_outcome(slide_id: str, ref: Any) -> Drawn:
         drawn: Drawn = ray.get(ref)
         return drawn
     except ray.exceptions.RayError as exc:
-        return FailureRecord.from_exception("views", slide_id, exc), None
+        return lost_task(context, slide_id, exc), None
+
+
+def lost_task(context: ViewContext, slide_id: str, exc: BaseException) -> FailureRecord:
+    """The failure row of a slide whose views task never came back."""
+    model_id = context.model.model_id
+    return FailureRecord.from_exception(
+        "views",
+        slide_id,
+        exc,
+        source_path=str(context.layout.prediction_store(model_id, slide_id)),
+        model_id=model_id,
+    )
 
 
 def _check_against_post(views: SlideViews, post: PostResults) -> None:
