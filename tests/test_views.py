@@ -851,3 +851,20 @@ def test_views_export_post_outlines_as_written_and_they_rasterise_back_to_post_m
             assert int(mask.sum()) == row["area_px"], (views.slide_id, row["region_id"])
             checked += 1
     assert checked > 0
+
+
+def test_per_slide_rows_carry_one_slides_rows_and_the_runs_record() -> None:
+    from engine.views.inputs import PostResults
+
+    post = PostResults(
+        "h",
+        [{"slide_id": "a", "threshold": 0.5}, {"slide_id": "b", "threshold": 0.5}],
+        record={"params": {"score": "probability"}},
+        regions=[{"slide_id": "b", "region_id": 1}, {"slide_id": "a", "region_id": 1}]
+        + [{"slide_id": "b", "region_id": 2}],
+    )
+    split = post.per_slide(["b", "a", "gone"])
+    assert split["b"].slides == [post.slides[1]] and split["b"].params == post.params
+    assert [r["region_id"] for r in split["b"].regions_of("b")] == [1, 2]
+    assert split["a"].regions == [{"slide_id": "a", "region_id": 1}]
+    assert split["gone"].slide("gone") is None and split["gone"].record == post.record

@@ -356,8 +356,8 @@ def _dispatch(context: ViewContext, post: PostResults, ids: Sequence[str]) -> It
         with ThreadPoolExecutor(max_workers=workers) as pool:
             yield from pool.map(partial(draw_slide, context, post), ids)
         return
-    post_ref = ray.put(post)
-    refs = [draw_task(context, post_ref, slide_id) for slide_id in ids]
+    rows = post.per_slide(ids)
+    refs = [draw_task(context, rows[slide_id], slide_id) for slide_id in ids]
     for slide_id, ref in zip(ids, refs, strict=True):
         yield ray_outcome(context, slide_id, ref)
 

@@ -131,6 +131,23 @@ class PostResults:
         """Post's regions of one slide (its outlines), in region order."""
         return [r for r in self.regions if r["slide_id"] == slide_id]
 
+    def per_slide(self, slide_ids: Iterable[str]) -> dict[str, PostResults]:
+        """Each slide's own rows with the run's record: what one slide's views need (a task
+        then carries its slide's rows, not the cohort's)."""
+        rows = {str(r["slide_id"]): r for r in self.slides}
+        regions: dict[str, list[dict[str, Any]]] = {}
+        for region in self.regions:
+            regions.setdefault(str(region["slide_id"]), []).append(region)
+        return {
+            slide_id: PostResults(
+                self.params_hash,
+                [rows[slide_id]] if slide_id in rows else [],
+                record=self.record,
+                regions=regions.get(slide_id, []),
+            )
+            for slide_id in slide_ids
+        }
+
 
 def read_post_results(root: Path, model_id: str) -> PostResults:
     """Slides, cohort and threshold rows of the newest post run for ``model_id`` (empty if none)."""
