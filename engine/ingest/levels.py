@@ -21,6 +21,7 @@ from numpy.typing import NDArray
 from engine.ingest.pyramid import LevelPlan, downsample_area_2x
 from engine.ingest.sparse import covered_runs
 from engine.slides import SlideReader
+from engine.store.chunk_files import ChunkFiles
 
 Region = tuple[int, int, int, int]  # (y0, y1, x0, x1) in level px
 
@@ -125,7 +126,8 @@ class BlockWriter:
     equal_nan=True)``), measured at ~10 % of a conversion's busy time for uint8 RGB. Here one
     ``min``/``max`` per chunk decides instead: a block with no all-fill chunk (nearly every block
     of tissue) is written through a handle that skips zarr's check, any other block through the
-    default handle, so the stored chunks are the same either way.
+    default handle, so the stored chunks are the same either way. Lossless zstd arrays on local
+    disk skip zarr's write path altogether (:class:`engine.store.chunk_files.ChunkFiles`).
     """
 
     def __init__(self, array: zarr.Array, chunk_px: int) -> None:
@@ -134,6 +136,8 @@ class BlockWriter:
         self._chunk_px = chunk_px
         fill = array.fill_value
         self._fill = None if fill is None else np.asarray(fill, array.dtype)
+        # Lossless zstd arrays: chunk files encoded and written in this thread (the same bytes).
+        self._files = ChunkFiles.of(array)
 
     def _has_fill_chunk(self, block: NDArray[np.uint8]) -> bool:
         if self._fill is None:
@@ -147,6 +151,9 @@ class BlockWriter:
         return False
 
     def write(self, y0: int, x0: int, block: NDArray[np.uint8]) -> None:
+        if self._files is not None:
+            self._files.write_block(y0, x0, block)
+            return
         target = self._checked if self._has_fill_chunk(block) else self._unchecked
         target[..., y0 : y0 + block.shape[-2], x0 : x0 + block.shape[-1]] = block
 
