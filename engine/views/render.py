@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import cache
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -84,11 +85,25 @@ def display_range(
 
 def colormap_lut(name: str, n: int = 256) -> NDArray[np.uint8]:
     """``(n, 3)`` RGB lookup table of a matplotlib colormap."""
+    return _colormap_lut(name, n).copy()
+
+
+@cache
+def _colormap_lut(name: str, n: int) -> NDArray[np.uint8]:
     import matplotlib
 
     cmap = matplotlib.colormaps[name].resampled(n)
     lut = cmap(np.linspace(0.0, 1.0, n))[:, :3]
     return np.round(lut * 255).astype(np.uint8)
+
+
+@cache
+def _rgba_lut(name: str) -> NDArray[np.uint8]:
+    """``(257, 4)``: the colormap's 256 colours, opaque, then a transparent black (not shown)."""
+    table = np.zeros((257, 4), np.uint8)
+    table[:256, :3] = _colormap_lut(name, 256)
+    table[:256, 3] = 255
+    return table
 
 
 def colourise(
@@ -104,15 +119,16 @@ def colourise(
     show = np.isfinite(v)
     if valid is not None:
         show &= np.asarray(valid).astype(bool)
-    lut = colormap_lut(colormap)
-    with np.errstate(invalid="ignore"):
-        scaled = np.clip((v - low) / (high - low), 0.0, 1.0)
-    index = np.where(show, np.round(scaled * (len(lut) - 1)), 0).astype(np.intp)
-    rgba = np.zeros(v.shape + (4,), dtype=np.uint8)
-    rgba[..., :3] = lut[index]
-    rgba[..., 3] = np.where(show, 255, 0)
-    rgba[~show, :3] = 0
-    return rgba
+    # round(clip((v - low) / (high - low), 0, 1) * 255): the colour's row, computed in place;
+    # row 256 of the table is transparent black, for pixels not shown.
+    scaled = v - low
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scaled /= high - low
+    np.clip(scaled, 0.0, 1.0, out=scaled)
+    scaled *= 255
+    np.round(scaled, out=scaled)
+    scaled[~show] = 256
+    return _rgba_lut(colormap)[scaled.astype(np.intp)]
 
 
 def alpha_by_value(
@@ -124,9 +140,15 @@ def alpha_by_value(
     """
     out = np.array(rgba, dtype=np.uint8, copy=True)
     v = np.asarray(values, dtype=np.float64)
-    with np.errstate(invalid="ignore"):
-        scaled = np.nan_to_num(np.clip((v - low) / (high - low), 0.0, 1.0), nan=0.0)
-    out[..., 3] = np.round(out[..., 3].astype(np.float64) * scaled).astype(np.uint8)
+    scaled = v - low  # nan_to_num(clip((v - low) / (high - low), 0, 1)), in place
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scaled /= high - low
+    np.clip(scaled, 0.0, 1.0, out=scaled)
+    np.nan_to_num(scaled, copy=False, nan=0.0)
+    alpha = out[..., 3].astype(np.float64)
+    alpha *= scaled
+    np.round(alpha, out=alpha)
+    out[..., 3] = alpha.astype(np.uint8)
     return out
 
 
@@ -167,13 +189,22 @@ def composite(
     base_rgb: ArrayLike, overlay_rgba: ArrayLike, opacity: float = 1.0
 ) -> NDArray[np.uint8]:
     """``overlay_rgba`` drawn over ``base_rgb`` with its alpha times ``opacity``."""
-    base = np.asarray(base_rgb, dtype=np.float32)
-    over = np.asarray(overlay_rgba, dtype=np.float32)
+    over = np.asarray(overlay_rgba)
+    base = np.array(base_rgb, dtype=np.float32, copy=True)
     if base.shape[:2] != over.shape[:2]:
         raise ValueError(f"base is {base.shape[:2]}, overlay {over.shape[:2]}")
-    alpha = over[..., 3:4] / 255.0 * float(opacity)
-    out = base * (1 - alpha) + over[..., :3] * alpha
-    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+    # base * (1 - alpha) + rgb * alpha with alpha = a / 255 * opacity, in float32, in place.
+    alpha = over[..., 3:4].astype(np.float32)
+    alpha /= 255.0
+    alpha *= float(opacity)
+    rgb = over[..., :3].astype(np.float32)
+    rgb *= alpha
+    np.subtract(1, alpha, out=alpha)
+    base *= alpha
+    base += rgb
+    np.round(base, out=base)
+    np.clip(base, 0, 255, out=base)
+    return base.astype(np.uint8)
 
 
 def tint(base_rgb: ArrayLike, mask: ArrayLike, colour: RGB, opacity: float) -> NDArray[np.uint8]:
