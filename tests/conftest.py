@@ -17,6 +17,15 @@ CMU_SMALL = SHARED_SLIDES / "openslide-testdata" / "CMU-1-Small-Region.svs"
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 
+def shared_slide(relative: str) -> Path:
+    """A slide of ``../shared/slides``: the suite's real inputs, so a missing one fails the test
+    (never a silent skip)."""
+    path = SHARED_SLIDES / relative
+    if not path.is_file():
+        pytest.fail(f"{path} is missing: the tests read the real slides in ../shared/slides")
+    return path
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """One real local Ray for the whole session: 2 CPUs and 2 logical GPUs (for pinning tests)."""

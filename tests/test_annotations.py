@@ -41,7 +41,16 @@ SHARED = next(
     ),
     None,
 )
-needs_shared = pytest.mark.skipif(SHARED is None, reason="../shared/annotations not present")
+needs_shared = pytest.mark.usefixtures("shared_annotations")
+
+
+@pytest.fixture
+def shared_annotations() -> Path:
+    """The real annotation files: a missing folder fails the tests that read it."""
+    if SHARED is None:
+        pytest.fail("../shared/annotations is missing: these tests read its real files")
+    return SHARED
+
 
 # CAMELYON16 slides are about 100k x 220k px; every shared polygon file fits this slide.
 SLIDE_W, SLIDE_H = 100_000, 220_000
@@ -647,7 +656,8 @@ def test_label_mask_round_trips(tmp_path: Path, no_warnings: None) -> None:
 
 
 def test_panda_mask_in_tiff_red_channel(tmp_path: Path) -> None:
-    tifffile = pytest.importorskip("tifffile")
+    import tifffile
+
     values = np.arange(6, dtype=np.uint8).repeat(4).reshape(4, 6)
     rgb = np.zeros((4, 6, 3), np.uint8)
     rgb[..., 0] = values

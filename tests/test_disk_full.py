@@ -29,7 +29,10 @@ def _mount_full(path: Path, size: str = "256k") -> Path:
         text=True,
     )
     if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs to simulate a full disk: {done.stderr.strip()}")
+        message = f"cannot mount a tmpfs to simulate a full disk: {done.stderr.strip()}"
+        if os.environ.get("SLIDEFLEET_TESTS_WITHOUT_MOUNT") == "1":
+            pytest.skip(message + " (SLIDEFLEET_TESTS_WITHOUT_MOUNT=1)")
+        pytest.fail(message + "; run as root, or set SLIDEFLEET_TESTS_WITHOUT_MOUNT=1 to skip")
     return path
 
 

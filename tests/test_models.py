@@ -183,7 +183,8 @@ def test_schema_file_matches_the_model() -> None:
 
 
 def test_cards_validate_against_the_schema_file() -> None:
-    jsonschema = pytest.importorskip("jsonschema")
+    import jsonschema
+
     schema = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
     jsonschema.validate(json.loads(make_card().to_json()), schema)
     with pytest.raises(jsonschema.ValidationError):

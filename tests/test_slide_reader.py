@@ -9,7 +9,7 @@ import pytest
 
 from engine.errors import SlideUnreadable
 from engine.slides import open_slide
-from tests.conftest import SHARED_SLIDES
+from tests.conftest import shared_slide
 
 READABLE = [
     "openslide-testdata/CMU-1-Small-Region.svs",
@@ -24,9 +24,7 @@ READABLE = [
 
 @pytest.mark.parametrize("name", READABLE)
 def test_planar_read_equals_read_region_rgb_inside_and_across_the_edge(name: str) -> None:
-    path = SHARED_SLIDES / name
-    if not path.exists():
-        pytest.skip(f"{path} is not in ../shared/slides")
+    path = shared_slide(name)
     with open_slide(path, mpp_override=0.5) as slide:
         width, height = slide.info.width_px, slide.info.height_px
         regions = [
@@ -45,9 +43,7 @@ def test_planar_read_equals_read_region_rgb_inside_and_across_the_edge(name: str
 
 
 def test_planar_read_of_a_corrupt_tile_is_a_slide_error() -> None:
-    path = SHARED_SLIDES / "openslide-python" / "unreadable.svs"
-    if not path.exists():
-        pytest.skip(f"{path} is not in ../shared/slides")
+    path = shared_slide("openslide-python/unreadable.svs")
     with (
         open_slide(Path(path), mpp_override=0.5) as slide,
         pytest.raises(SlideUnreadable, match="tile data is corrupt"),
