@@ -30,6 +30,14 @@ class NanOnDarkTiles(torch.nn.Module):
         return torch.where(peak > self.limit, torch.full_like(d, float("nan")), d)
 
 
+class DarkPatch(torch.nn.Module):
+    """A fixed patch classifier: P(dark) = mean darkness of the tile, P(light) = 1 - that."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dark = 1.0 - x.mean(dim=(1, 2, 3))
+        return torch.stack([1.0 - dark, dark], 1)
+
+
 class WrongShape(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.adaptive_avg_pool2d(x[:, :1], 5)

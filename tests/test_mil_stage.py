@@ -23,7 +23,7 @@ from engine.mil.stage import predict_mil_model, train_mil_model
 from engine.models import ModelCard, ModelRegistry
 from engine.store import read_completion
 from engine.tables.writer import read_table
-from tests.infer_models import Darkness, darkness_card
+from tests.infer_models import Darkness, DarkPatch, darkness_card
 from tests.infer_models import register as register_scripted
 
 
@@ -227,14 +227,6 @@ def test_evaluate_maps_gives_slide_auc_and_a_consistent_froc(cohort: tuple[Path,
     assert "Lesion FROC" in report.report_path.read_text()
     froc_table = pads.dataset(root / "tables" / "froc", partitioning="hive").to_table().to_pylist()
     assert {r["kind"] for r in froc_table} == {"curve", "at_rate"}
-
-
-class DarkPatch(torch.nn.Module):
-    """A fixed patch classifier: P(dark) = mean darkness of the tile, P(light) = 1 - that."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dark = 1.0 - x.mean(dim=(1, 2, 3))
-        return torch.stack([1.0 - dark, dark], 1)
 
 
 def test_tiles_table_and_geojson_for_a_patch_classifier_and_an_extractor(

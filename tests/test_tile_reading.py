@@ -19,7 +19,7 @@ from engine.infer import InferParams, infer
 from engine.infer.reading import model_frame, read_model_window, resample_taps
 from engine.ingest import ingest
 from engine.store.slide_store import SlideStore
-from tests.infer_models import Darkness, darkness_card, register
+from tests.infer_models import Darkness, DarkPatch, darkness_card, register
 
 MODEL_MPP = 2.0  # darkness_card
 
@@ -111,3 +111,47 @@ def test_maps_do_not_depend_on_unit_tiles_and_record_how_tiles_were_read(
     for slide_id in ("at046", "at0499"):
         assert np.isfinite(maps[2][slide_id]).mean() > 0.2
         np.testing.assert_array_equal(maps[2][slide_id], maps[3][slide_id])
+
+
+def test_the_tiles_table_places_tiles_on_the_grid_infer_read(
+    off_mpp_fleet: Path, synth_cohort: Path
+) -> None:
+    """At 0.499 µm/px the tiles were read from a level as stored (4 level-0 px a model px): the
+    table's boxes must sit on that grid (256 level-0 px a 64 px tile), not on 2.0 / 0.499."""
+    from engine.models import ModelCard
+    from engine.slides import open_slide
+    from engine.tables import read_table
+    from engine.tiles.stage import write_tiles
+
+    card = ModelCard.model_validate(
+        {
+            "name": "dark-patch-0499",
+            "version": "1",
+            "kind": "patch_classifier",
+            "class_names": ["light", "dark"],
+            "tile_size_px": 64,
+            "mpp": MODEL_MPP,
+            "output_stride": 64,
+            "output_activation": "none",
+            "normalisation": {"input_scale": "0-1"},
+            "description": "Test classifier.",
+            "training_data": "none: fixed arithmetic for tests",
+        }
+    )
+    model = register(off_mpp_fleet, DarkPatch(), card)
+    assert not infer(off_mpp_fleet, model.ref, progress=False, slide_ids=["at0499"]).failures
+    assert not write_tiles(off_mpp_fleet, model.ref).failures
+    rows = [
+        r
+        for r in read_table(off_mpp_fleet / "tables", "tiles").to_pylist()
+        if r["model_id"] == model.model_id and r["slide_id"] == "at0499"
+    ]
+    assert len(rows) > 4
+    assert all(r["x"] % 256 == 0 and r["y"] % 256 == 0 for r in rows)
+    full = [r for r in rows if r["width"] == r["height"] == 256]
+    source = synth_cohort.parent / "slides" / "synth_001.tif"  # the fixture's slide
+    with open_slide(source, mpp_override=0.499) as slide:
+        for row in full[:: max(1, len(full) // 4)]:
+            region = slide.read_region_rgb(row["x"], row["y"], 0, 256, 256)
+            # the model saw level 2 (4x averaged), so its darkness is level 0's to rounding
+            assert row["prob_dark"] == pytest.approx(1 - region.mean() / 255, abs=0.01)

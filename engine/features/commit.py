@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from engine.features.store import finalise_features, gather_units
-from engine.features.tiles import tile_boxes_level0, tile_tissue_fraction
+from engine.features.tiles import tile_boxes_level0
+from engine.infer.reading import tiles_tissue_fraction
 from engine.store.slide_store import SlideStore
 
 if TYPE_CHECKING:
@@ -33,22 +32,7 @@ def commit_features(
     coords = tile_boxes_level0(
         geometry, rows, cols, width_px=store.width_px, height_px=store.height_px
     )
-    (tissue_level, *_) = store.label_levels("tissue")
-    tissue = np.asarray(store.label("tissue", tissue_level)[:]).astype(bool)
-    fraction = tile_tissue_fraction(
-        geometry,
-        rows,
-        cols,
-        tissue,
-        tissue_scale_y_um=tissue_level.scale_y_um,
-        tissue_scale_x_um=tissue_level.scale_x_um,
-        tissue_translation_y_um=tissue_level.translation_y_um,
-        tissue_translation_x_um=tissue_level.translation_x_um,
-        mpp_x=store.mpp_x,
-        mpp_y=store.mpp_y,
-        width_px=store.width_px,
-        height_px=store.height_px,
-    )
+    fraction = tiles_tissue_fraction(store, geometry, rows, cols)
     finalise_features(
         partial,
         final_path,

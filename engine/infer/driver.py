@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import ray
 from tqdm.auto import tqdm
 
@@ -43,7 +42,7 @@ from engine.infer.placement import (
     request_demand,
     withdraw_demand,
 )
-from engine.infer.plan import TileGeometry, WorkUnit, plan_units, tile_geometry, tissue_tiles
+from engine.infer.plan import TileGeometry, WorkUnit, plan_units, tissue_tiles
 from engine.infer.pool import ActorPool
 from engine.infer.prediction_store import (
     finalise,
@@ -51,7 +50,7 @@ from engine.infer.prediction_store import (
     open_or_create_partial,
     record_unit_done,
 )
-from engine.infer.reading import model_frame
+from engine.infer.reading import model_frame, slide_tile_geometry, store_tissue
 from engine.models import ModelRegistry, RegisteredModel
 from engine.runs import new_run_id
 from engine.store import FleetLayout, read_completion
@@ -148,22 +147,10 @@ def _plan_slide(
     store: SlideStore, model: RegisteredModel, params: InferParams
 ) -> tuple[TileGeometry, list[WorkUnit]]:
     card = model.card
-    frame = model_frame(store, card.mpp, params.mpp_tolerance)
-    geometry = tile_geometry(
-        width_px=store.width_px,
-        height_px=store.height_px,
-        mpp_x=store.mpp_x,
-        mpp_y=store.mpp_y,
-        model_mpp=card.mpp,
-        tile_size_px=card.tile_size_px,
-        overlap_px=card.overlap_px,
-        output_stride=card.output_stride,
-        unit_tiles=params.unit_tiles,
-        level0_per_model_px=(frame.level0_per_model_px_x, frame.level0_per_model_px_y),
-        source_level=frame.source_level,
+    _frame, geometry = slide_tile_geometry(
+        store, card, mpp_tolerance=params.mpp_tolerance, unit_tiles=params.unit_tiles
     )
-    (tissue_level, *_) = store.label_levels("tissue")
-    tissue = np.asarray(store.label("tissue", tissue_level)[:]).astype(bool)
+    tissue_level, tissue = store_tissue(store)
     selected = tissue_tiles(
         geometry,
         tissue,

@@ -19,14 +19,19 @@ Two ways to read (:func:`model_frame` decides, once per slide):
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from engine.infer.plan import TileGeometry, tile_geometry, tile_tissue_fraction
 from engine.store.frame import Frame
 from engine.store.slide_store import SlideStore
+
+if TYPE_CHECKING:
+    from engine.models import ModelCard
 
 GLASS_VALUE = 255  # outside the slide is white glass, as OpenSlide's transparent pixels composite
 
@@ -178,3 +183,64 @@ def cut_tiles(
     for index, (y, x) in enumerate(origins_yx):
         tiles[index] = window_rgb[y : y + size_px, x : x + size_px]
     return tiles
+
+
+def recorded_mpp_tolerance(attributes: Mapping[str, Any]) -> float:
+    """The mpp tolerance a prediction's tiles were read with (its ``slidefleet`` attributes)."""
+    from engine.infer.params import InferParams
+
+    recorded = (attributes.get("infer_params") or {}).get("mpp_tolerance")
+    return float(InferParams().mpp_tolerance if recorded is None else recorded)
+
+
+def slide_tile_geometry(
+    store: SlideStore, card: ModelCard, *, mpp_tolerance: float, unit_tiles: int
+) -> tuple[ModelFrame, TileGeometry]:
+    """The model frame and tile grid of a slide for a model: how infer tiles it, and so how
+    anything reading its map back (tiles table, features) must place the tiles."""
+    frame = model_frame(store, card.mpp, mpp_tolerance)
+    geometry = tile_geometry(
+        width_px=store.width_px,
+        height_px=store.height_px,
+        mpp_x=store.mpp_x,
+        mpp_y=store.mpp_y,
+        model_mpp=card.mpp,
+        tile_size_px=card.tile_size_px,
+        overlap_px=card.overlap_px,
+        output_stride=card.output_stride,
+        unit_tiles=unit_tiles,
+        level0_per_model_px=(frame.level0_per_model_px_x, frame.level0_per_model_px_y),
+        source_level=frame.source_level,
+    )
+    return frame, geometry
+
+
+def store_tissue(store: SlideStore) -> tuple[Frame, NDArray[np.bool_]]:
+    """The slide's tissue label at its finest level, with that level's frame."""
+    (level, *_) = store.label_levels("tissue")
+    return level, np.asarray(store.label("tissue", level)[:]).astype(bool)
+
+
+def tiles_tissue_fraction(
+    store: SlideStore,
+    geometry: TileGeometry,
+    rows: NDArray[np.integer],
+    cols: NDArray[np.integer],
+) -> NDArray[np.float64]:
+    """Each tile's tissue fraction under the slide's tissue footprints (what selects tiles)."""
+    level, tissue = store_tissue(store)
+    fraction: NDArray[np.float64] = tile_tissue_fraction(
+        geometry,
+        rows,
+        cols,
+        tissue,
+        tissue_scale_y_um=level.scale_y_um,
+        tissue_scale_x_um=level.scale_x_um,
+        tissue_translation_y_um=level.translation_y_um,
+        tissue_translation_x_um=level.translation_x_um,
+        mpp_x=store.mpp_x,
+        mpp_y=store.mpp_y,
+        width_px=store.width_px,
+        height_px=store.height_px,
+    )
+    return fraction

@@ -21,8 +21,8 @@ import zarr
 from engine.cluster import ensure_ray
 from engine.errors import ConfigError, SlideFleetError, StoreIncomplete
 from engine.features.store import read_features
-from engine.features.tiles import tile_boxes_level0, tile_tissue_fraction
-from engine.infer.plan import tile_geometry
+from engine.features.tiles import tile_boxes_level0
+from engine.infer.reading import recorded_mpp_tolerance, slide_tile_geometry, tiles_tissue_fraction
 from engine.models import ModelCard, ModelRegistry
 from engine.runs import new_run_id
 from engine.store import FleetLayout, read_completion
@@ -54,19 +54,12 @@ def patch_classifier_rows(
         raise StoreIncomplete(
             f"{prediction}: no committed score map; run `slidefleet infer` first."
         )
-    scores = np.asarray(
-        zarr.open_group(prediction, mode="r")["0"][...], np.float32
-    )  # (C, rows, cols)
-    geometry = tile_geometry(
-        width_px=store.width_px,
-        height_px=store.height_px,
-        mpp_x=store.mpp_x,
-        mpp_y=store.mpp_y,
-        model_mpp=card.mpp,
-        tile_size_px=card.tile_size_px,
-        overlap_px=card.overlap_px,
-        output_stride=card.output_stride,
-        unit_tiles=1,
+    group = zarr.open_group(prediction, mode="r")
+    scores = np.asarray(group["0"][...], np.float32)  # (C, rows, cols)
+    # The grid infer scored on: the model frame of the tolerance the prediction recorded.
+    recorded = group.attrs.asdict().get("slidefleet") or {}
+    _frame, geometry = slide_tile_geometry(
+        store, card, mpp_tolerance=recorded_mpp_tolerance(recorded), unit_tiles=1
     )
     if scores.shape[1:] != (geometry.n_rows, geometry.n_cols):
         raise StoreIncomplete(
@@ -77,22 +70,7 @@ def patch_classifier_rows(
     boxes = tile_boxes_level0(
         geometry, rows, cols, width_px=store.width_px, height_px=store.height_px
     )
-    (tissue_level, *_) = store.label_levels("tissue")
-    tissue = np.asarray(store.label("tissue", tissue_level)[:]).astype(bool)
-    fraction = tile_tissue_fraction(
-        geometry,
-        rows,
-        cols,
-        tissue,
-        tissue_scale_y_um=tissue_level.scale_y_um,
-        tissue_scale_x_um=tissue_level.scale_x_um,
-        tissue_translation_y_um=tissue_level.translation_y_um,
-        tissue_translation_x_um=tissue_level.translation_x_um,
-        mpp_x=store.mpp_x,
-        mpp_y=store.mpp_y,
-        width_px=store.width_px,
-        height_px=store.height_px,
-    )
+    fraction = tiles_tissue_fraction(store, geometry, rows, cols)
     return [
         {
             "slide_id": store.slide_id,

@@ -24,8 +24,7 @@ from PIL import Image
 
 from engine.explain.attribution import explain_tiles
 from engine.explain.sampling import TileChoice, sample_tiles
-from engine.infer.params import InferParams
-from engine.infer.reading import model_frame, read_model_window
+from engine.infer.reading import model_frame, read_model_window, recorded_mpp_tolerance
 from engine.metrics.patch_confusion import tile_confusions
 from engine.models.card import ModelCard
 from engine.store.atomic import atomic_write_bytes
@@ -235,12 +234,7 @@ def render_gallery(
     if not choices:
         return result
     # Read as infer read them: the same model frame (mpp tolerance from the prediction's parameters).
-    tolerance = float(
-        (prediction.attributes.get("infer_params") or {}).get(
-            "mpp_tolerance", InferParams().mpp_tolerance
-        )
-    )
-    frame = model_frame(slide, card.mpp, tolerance)
+    frame = model_frame(slide, card.mpp, recorded_mpp_tolerance(prediction.attributes))
     level = slide.level(frame.source_level)
     f = (frame.level0_per_model_px_x, frame.level0_per_model_px_y)
     inputs = np.stack(
