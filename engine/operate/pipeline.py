@@ -156,6 +156,39 @@ def record_views(layout: FleetLayout, model_id: str, key: dict[str, Any]) -> Non
     )
 
 
+def job_manifest(config: JobConfig) -> Path:
+    """The job's manifest, or a ``ConfigError`` saying where to give one."""
+    if config.manifest is None:
+        raise ConfigError(
+            "the job has no manifest: give one on the command line or in the config file."
+        )
+    return Path(config.manifest)
+
+
+def ingest_stage(
+    config: JobConfig, root: Path, *, run_id: str, record: RunRecord, progress: bool, **options: Any
+) -> Any:
+    """Ingest the job's manifest with its parameters and record the stage; the report.
+
+    ``options``: what the run adds (``slide_ids``, or a streaming run's ordering and hand-over).
+    """
+    from engine.ingest import ingest
+
+    started = time.perf_counter()
+    report = ingest(
+        job_manifest(config),
+        root,
+        params=config.ingest,
+        address=config.address,
+        progress=progress,
+        run_id=run_id,
+        retry_failed=config.retry_failed,
+        **options,
+    )
+    record_ingest(record, report, time.perf_counter() - started)
+    return report
+
+
 def record_ingest(record: RunRecord, report: Any, seconds: float) -> None:
     """The ingest stage and per-slide telemetry in the run record."""
     megapixels = sum(r.width_px * r.height_px for r in report.converted) / 1e6
@@ -284,7 +317,6 @@ def run_stages(
 ) -> tuple[dict[str, str], list[FailureRecord]]:
     """Run the stages the plan asks for, one after another; {model ref: model_id}, failures."""
     from engine.infer import infer
-    from engine.ingest import ingest
     from engine.models import ModelRegistry, make_demo_models
     from engine.post import post
 
@@ -292,22 +324,14 @@ def run_stages(
     root = Path(config.root)
     failures: list[FailureRecord] = []
     if not skip_ingest:
-        if config.manifest is None:
-            raise ConfigError(
-                "the job has no manifest: give one on the command line or in the config file."
-            )
-        started = time.perf_counter()
-        report = ingest(
-            Path(config.manifest),
+        report = ingest_stage(
+            config,
             root,
-            params=config.ingest,
-            address=config.address,
-            slide_ids=ingest_slide_ids,
-            progress=progress,
             run_id=run_id,
-            retry_failed=config.retry_failed,
+            record=record,
+            progress=progress,
+            slide_ids=ingest_slide_ids,
         )
-        record_ingest(record, report, time.perf_counter() - started)
         failures += report.failures
 
     excluded = _qc_stage(

@@ -31,7 +31,14 @@ from typing import Any
 
 from engine.errors import ConfigError
 from engine.operate.config import JobConfig
-from engine.operate.pipeline import _qc_stage, record_infer, record_ingest, record_post, views_stage
+from engine.operate.pipeline import (
+    _qc_stage,
+    ingest_stage,
+    job_manifest,
+    record_infer,
+    record_post,
+    views_stage,
+)
 from engine.operate.telemetry import RunRecord
 from engine.store import FleetLayout
 from engine.tables import FailureRecord
@@ -82,17 +89,13 @@ def run_streaming(
     from engine.infer import infer
     from engine.infer.driver import CpuShare
     from engine.infer.feed import SlideFeed
-    from engine.ingest import ingest
     from engine.manifest import read_manifest
     from engine.models import ModelRegistry, make_demo_models
     from engine.post.stream import PostStream
     from engine.views.stream import ViewStream
 
     assert config.root is not None
-    if config.manifest is None:
-        raise ConfigError(
-            "the job has no manifest: give one on the command line or in the config file."
-        )
+    manifest = job_manifest(config)
     origin = time.perf_counter()
     root = Path(config.root)
     layout = FleetLayout(root)
@@ -100,7 +103,7 @@ def run_streaming(
         make_demo_models(root)
     registry = ModelRegistry(root)
     models = [registry.resolve(ref) for ref in config.models]
-    entries = read_manifest(config.manifest).entries
+    entries = read_manifest(manifest).entries
     calibration = {e.slide_id for e in entries if e.split == config.post.calibration_split}
 
     ensure_ray(config.address)
@@ -240,21 +243,17 @@ def run_streaming(
     model_ids: dict[str, str] = {}
     first_rows: list[float] = []
     try:
-        started = time.perf_counter()
         try:
-            report = ingest(
-                Path(config.manifest),
+            report = ingest_stage(
+                config,
                 root,
-                params=config.ingest,
-                address=config.address,
-                progress=progress,
                 run_id=run_id,
-                retry_failed=config.retry_failed,
+                record=record,
+                progress=progress,
                 first_split=config.post.calibration_split,
                 max_in_flight=ingest_cpus,
                 on_slide=on_ingested,
             )
-            record_ingest(record, report, time.perf_counter() - started)
             failures += report.failures
             # Stores from earlier manifests are scored too, as a staged run would.
             if layout.slides_dir.is_dir():
