@@ -21,8 +21,10 @@ from engine.store.slide_store import COVERAGE_GROUP, SlideStore
 from tests.conftest import CMU_SMALL
 from tests.infer_models import Darkness, darkness_card, register
 
-# Small chunks and margin so that a small slide has many unwritten chunks.
-SPARSE = IngestParams(chunk_px=256, block_px=1024, sparse_margin_um=160.0)
+# Small chunks and margin so that a small slide has many unwritten chunks. Levels are decoded and
+# re-encoded here (source_tiles off), so that every level goes through the chunk planning, the
+# averaging and the codecs; stores that keep the slide's own tiles are tested in test_source_tiles.
+SPARSE = IngestParams(chunk_px=256, block_px=1024, sparse_margin_um=160.0, source_tiles=False)
 FULL = SPARSE.model_copy(update={"sparse": False})
 
 
@@ -156,7 +158,7 @@ def test_a_level_computed_without_storing_the_levels_in_between_equals_the_full_
 ) -> None:
     # CMU-1-Small-Region has one native level: the tissue level is averaged straight from level 0.
     (entry,) = read_manifest(_manifest(tmp_path, CMU_SMALL)).entries
-    params = IngestParams(sparse_margin_um=0.0)
+    params = IngestParams(sparse_margin_um=0.0, source_tiles=False)
     convert_slide(entry, FleetLayout(tmp_path / "sparse"), params)
     convert_slide(
         entry, FleetLayout(tmp_path / "full"), params.model_copy(update={"sparse": False})

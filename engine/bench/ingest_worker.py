@@ -63,7 +63,13 @@ def main() -> None:
         int(sys.argv[4]),
     )
     (entry,) = read_manifest(manifest_path).entries
-    params = IngestParams(cpus_per_slide=threads, sparse=mode == "sparse")
+    # full / sparse: every level decoded and stored as lossless zstd; default: the engine's
+    # defaults (sparse, native levels kept as the slide's own JPEG tiles where it has them).
+    params = (
+        IngestParams(cpus_per_slide=threads)
+        if mode == "default"
+        else IngestParams(cpus_per_slide=threads, sparse=mode == "sparse", source_tiles=False)
+    )
     store_bytes = None
     level0_fraction = 1.0
     if mode == "floor":

@@ -3,7 +3,8 @@
 Layout of ``<slide_id>.ome.zarr``::
 
     zarr.json            attributes.ome (multiscales, omero) and attributes.slidefleet (provenance)
-    0/ 1/ ...            RGB pyramid, (c, y, x) uint8, lossless zstd
+    0/ 1/ ...            RGB pyramid, (c, y, x) uint8: the slide's own JPEG tiles where it has them
+                         (``ingest.source_tiles``), else lossless zstd
     labels/tissue/       tissue mask (0/1) at the detection resolution, then 2x levels
     labels/annotation/   ground truth rasterised from XML / GeoJSON / a label mask (if given)
     slidefleet-coverage/  sparse stores: per sparse level, 1 per chunk written from the slide (others read white)
@@ -14,6 +15,11 @@ Sparse stores (``ingest.sparse``, the default): the tissue-detection level (near
 there and dilated by ``sparse_margin_um``; the finer levels are then converted only in the chunks
 that touch the dilated mask (see :mod:`engine.ingest.sparse`). Unwritten chunks read as the fill
 value, white glass, in every zarr reader.
+
+Source tiles (``ingest.source_tiles``, the default): a native level that the slide stores as JPEG
+tiles OpenSlide decodes verbatim (Aperio SVS, generic tiled TIFF) keeps those tiles, byte for
+byte, as its chunks (see :mod:`engine.ingest.source_tiles`): no decode, no re-encode, and no more
+bytes than the source. Its chunks are the source tiles; every other level uses ``chunk_px``.
 
 Memory is bounded by ``block_px``: nothing reads a whole level-0 image. One slide is decoded by
 ``cpus_per_slide`` threads (OpenSlide releases the GIL), chunk-aligned so no chunk has two writers.
@@ -37,6 +43,7 @@ from engine.errors import BadAnnotation, NoTissue, SlideFleetError
 from engine.ingest.levels import (
     CountingReader,
     copy_native,
+    copy_source_tiles,
     default_threads,
     downsample_chain,
     downsample_stored,
@@ -49,6 +56,7 @@ from engine.ingest.pyramid import (
     labels_at_centres,
     plan_levels,
 )
+from engine.ingest.source_tiles import SourceTileLayout, find_source_tiles
 from engine.ingest.sparse import dilate, margin_px, plan_coverage
 from engine.manifest import SlideEntry
 from engine.slides import SlideReader, open_slide, slide_content_sha256
@@ -158,7 +166,20 @@ def _create_array(
     )
 
 
-def _create_rgb_array(group: zarr.Group, plan: LevelPlan, params: IngestParams) -> zarr.Array:
+def _create_rgb_array(
+    group: zarr.Group, plan: LevelPlan, params: IngestParams, source: SourceTileLayout | None = None
+) -> zarr.Array:
+    if source is not None:  # chunks are the slide's own JPEG tiles
+        return group.create_array(
+            str(plan.index),
+            shape=(3, plan.height_px, plan.width_px),
+            dtype="uint8",
+            chunks=(3, source.tile_px, source.tile_px),
+            dimension_names=("c", "y", "x"),
+            fill_value=255,
+            serializer=JpegCodec(source_tiles=True),
+            compressors=None,
+        )
     return _create_array(
         group,
         str(plan.index),
@@ -173,7 +194,8 @@ def _create_rgb_array(group: zarr.Group, plan: LevelPlan, params: IngestParams) 
 
 @dataclass(frozen=True)
 class PyramidOutcome:
-    """What the RGB pyramid writer did: coverage per sparse level (absent = complete)."""
+    """What the RGB pyramid writer did: coverage per sparse level (absent = complete), chunk side
+    per level, and what was copied from the slide's own tiles (by level index)."""
 
     tissue_plan: LevelPlan
     coverage: dict[int, NDArray[np.bool_]]
@@ -181,6 +203,23 @@ class PyramidOutcome:
     tissue: (
         tuple[NDArray[np.bool_], float, float] | None
     )  # (mask, fraction, area_mm2) if detected first
+    chunk_px: dict[int, int]
+    source_tiles: dict[int, dict[str, object]]
+
+
+@dataclass(frozen=True)
+class _PyramidSources:
+    """The slide's JPEG tilings that native levels copy (by OpenSlide level), and what was copied."""
+
+    layouts: dict[int, SourceTileLayout]
+    copied: dict[int, dict[str, object]]
+
+    def of(self, plan: LevelPlan) -> SourceTileLayout | None:
+        return None if plan.native_level is None else self.layouts.get(plan.native_level)
+
+    def chunk_px(self, plan: LevelPlan, params: IngestParams) -> int:
+        source = self.of(plan)
+        return params.chunk_px if source is None else source.tile_px
 
 
 def _write_level(
@@ -190,16 +229,35 @@ def _write_level(
     previous: zarr.Array | None,
     params: IngestParams,
     threads: int,
+    sources: _PyramidSources,
     coverage: NDArray[np.bool_] | None = None,
 ) -> zarr.Array:
-    array = _create_rgb_array(group, plan, params)
-    if plan.native_level is not None:
+    source = sources.of(plan)
+    array = _create_rgb_array(group, plan, params, source)
+    if source is not None:
+        tiles, n_bytes = copy_source_tiles(source, array, threads, coverage)
+        sources.copied[plan.index] = source.provenance(tiles, n_bytes)
+    elif plan.native_level is not None:
         copy_native(reader, array, plan, params.block_px, params.chunk_px, threads, coverage)
     else:
         assert previous is not None
         out_block_px = max(params.chunk_px, params.block_px // 2)
-        downsample_stored(previous, array, out_block_px, params.chunk_px, threads, coverage)
+        reads_slide_jpeg = _is_source_tiles(previous) and isinstance(reader, CountingReader)
+        downsample_stored(
+            previous,
+            array,
+            out_block_px,
+            params.chunk_px,
+            threads,
+            coverage,
+            count_decoded=reader.count_decoded if reads_slide_jpeg else None,  # type: ignore[union-attr]
+        )
     return array
+
+
+def _is_source_tiles(array: zarr.Array) -> bool:
+    serializer = array.serializer
+    return isinstance(serializer, JpegCodec) and serializer.quality is None
 
 
 def _write_rgb_pyramid(
@@ -214,14 +272,16 @@ def _write_rgb_pyramid(
     tissue on the tissue level, then only the chunks of finer levels that touch it."""
     mpp = (reader.info.mpp_x + reader.info.mpp_y) / 2
     tissue_plan = _choose_tissue_level(levels, mpp, params.tissue.target_mpp)
+    sources = _PyramidSources(find_source_tiles(reader) if params.source_tiles else {}, {})
+    chunk_px = {p.index: sources.chunk_px(p, params) for p in levels}
     if (
         not params.sparse
         or _first_complete_level(levels, mpp, tissue_plan, params.sparse_complete_um).index == 0
     ):
         previous: zarr.Array | None = None
         for plan in levels:
-            previous = _write_level(reader, group, plan, previous, params, threads)
-        return PyramidOutcome(tissue_plan, {}, None, None)
+            previous = _write_level(reader, group, plan, previous, params, threads, sources)
+        return PyramidOutcome(tissue_plan, {}, None, None, chunk_px, sources.copied)
 
     # 1. The finest complete level (the tissue level, or a finer one at least sparse_complete_um
     #    coarse), without writing the levels finer than it.
@@ -229,15 +289,17 @@ def _write_rgb_pyramid(
     decoded_native: zarr.Array | None = None
     native = first
     if first.native_level is not None:
-        previous = _write_level(reader, group, first, None, params, threads)
+        previous = _write_level(reader, group, first, None, params, threads, sources)
     else:
         native = max(
             (p for p in levels if p.native_level is not None and p.index < first.index),
             key=lambda p: p.index,
         )
         previous = _create_rgb_array(group, first, params)
-        # The native level is decoded in full for this anyway: keep it, prune it once the mask exists.
-        decoded_native = _create_rgb_array(group, native, params)
+        # The native level is decoded in full for this anyway: keep it, prune it once the mask
+        # exists (unless its own tiles are copied later, which needs no decoded pixels).
+        if sources.of(native) is None:
+            decoded_native = _create_rgb_array(group, native, params)
         downsample_chain(
             reader,
             previous,
@@ -250,7 +312,7 @@ def _write_rgb_pyramid(
         )
     # 2. Coarser levels, complete.
     for plan in levels[first.index + 1 :]:
-        previous = _write_level(reader, group, plan, previous, params, threads)
+        previous = _write_level(reader, group, plan, previous, params, threads, sources)
     # 3. Tissue on the tissue level, dilated by the margin; coverage of every finer level.
     mask, fraction, area_mm2 = _detect_tissue(
         group, tissue_plan, reader.info.mpp_y, reader.info.mpp_x, params
@@ -262,7 +324,7 @@ def _write_rgb_pyramid(
         dilate(mask, radius),
         (tissue_plan.downsample_y, tissue_plan.downsample_x),
         sparse_levels,
-        params.chunk_px,
+        chunk_px,
     )
     # 4. Finer levels, finest first (a computed level averages the one before it).
     previous = None
@@ -272,9 +334,11 @@ def _write_rgb_pyramid(
             previous = decoded_native
         else:
             previous = _write_level(
-                reader, group, plan, previous, params, threads, coverage[plan.index]
+                reader, group, plan, previous, params, threads, sources, coverage[plan.index]
             )
-    return PyramidOutcome(tissue_plan, coverage, radius, (mask, fraction, area_mm2))
+    return PyramidOutcome(
+        tissue_plan, coverage, radius, (mask, fraction, area_mm2), chunk_px, sources.copied
+    )
 
 
 def _first_complete_level(
@@ -472,6 +536,9 @@ def _sparse_provenance(params: IngestParams, pyramid: PyramidOutcome, mpp: float
         "complete_from_um": params.sparse_complete_um,
         "dilation_px_at_tissue_level": pyramid.margin_px,
         "chunk_px": params.chunk_px,
+        "chunk_px_by_level": {
+            str(index): pyramid.chunk_px[index] for index in sorted(pyramid.coverage)
+        },
         "coverage_group": COVERAGE_GROUP,
         "sparse_levels": [str(index) for index in sorted(pyramid.coverage)],
         "fill_value": 255,
@@ -581,6 +648,11 @@ def convert_slide(entry: SlideEntry, layout: FleetLayout, params: IngestParams) 
                         "materialised_fraction": _materialised_fraction(
                             pyramid.coverage.get(p.index)
                         ),
+                        "chunk_px": pyramid.chunk_px[p.index],
+                        "chunks": "source-jpeg"
+                        if p.index in pyramid.source_tiles
+                        else params.codec,
+                        "source_tiles": pyramid.source_tiles.get(p.index),
                     }
                     for p in levels
                 ],

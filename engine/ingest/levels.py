@@ -19,9 +19,10 @@ import zarr
 from numpy.typing import NDArray
 
 from engine.ingest.pyramid import LevelPlan, downsample_area_2x
+from engine.ingest.source_tiles import SourceTileLayout, open_tiles
 from engine.ingest.sparse import covered_runs
 from engine.slides import SlideReader
-from engine.store.chunk_files import ChunkFiles
+from engine.store.chunk_files import ChunkFiles, chunk_file
 
 Region = tuple[int, int, int, int]  # (y0, y1, x0, x1) in level px
 
@@ -66,6 +67,11 @@ class CountingReader:
         with self._lock:
             self.decoded_px += width_px * height_px
         return planar
+
+    def count_decoded(self, pixels: int) -> None:
+        """Pixels decoded outside OpenSlide (a level stored as the slide's JPEG tiles, read back)."""
+        with self._lock:
+            self.decoded_px += pixels
 
 
 def run_bounded(work: Callable[[Region], None], regions: Iterable[Region], threads: int) -> None:
@@ -189,6 +195,48 @@ def copy_native(
     run_bounded(work, regions(plan.height_px, plan.width_px, block_px, chunk_px, coverage), threads)
 
 
+def copy_source_tiles(
+    layout: SourceTileLayout,
+    array: zarr.Array,
+    threads: int,
+    coverage: NDArray[np.bool_] | None = None,
+) -> tuple[int, int]:
+    """Store the slide's own JPEG tiles of a native level as the array's chunks (all of them, or
+    the covered ones). Returns (tiles, bytes) written. The array's chunks are the source tiles."""
+    rows, cols = layout.grid_shape
+    if tuple(array.chunks[-2:]) != (layout.tile_px, layout.tile_px) or array.shape[-2:] != (
+        layout.height_px,
+        layout.width_px,
+    ):
+        raise ValueError(f"array {array.shape}/{array.chunks} does not match the source tiles")
+    lock = threading.Lock()
+    written = [0, 0]
+    with open_tiles(layout) as source:
+
+        def work(region: Region) -> None:
+            row = region[0]
+            tiles = n_bytes = 0
+            for col in range(cols):
+                if coverage is not None and not coverage[row, col]:
+                    continue
+                jpeg = source.tile(row, col)
+                if jpeg is None:  # the file stores no tile here: it reads as the fill value
+                    continue
+                path = chunk_file(array, (0, row, col))
+                if tiles == 0:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(jpeg)
+                tiles += 1
+                n_bytes += len(jpeg)
+            with lock:
+                written[0] += tiles
+                written[1] += n_bytes
+
+        wanted = range(rows) if coverage is None else (r for r in range(rows) if coverage[r].any())
+        run_bounded(work, ((row, row + 1, 0, cols) for row in wanted), threads)
+    return written[0], written[1]
+
+
 def downsample_stored(
     source: zarr.Array,
     target: zarr.Array,
@@ -196,14 +244,20 @@ def downsample_stored(
     chunk_px: int,
     threads: int,
     coverage: NDArray[np.bool_] | None = None,
+    count_decoded: Callable[[int], None] | None = None,
 ) -> None:
-    """Fill ``target`` (all of it, or its covered chunks) with the 2x2 area mean of ``source``."""
+    """Fill ``target`` (all of it, or its covered chunks) with the 2x2 area mean of ``source``.
+
+    ``count_decoded`` is told the pixels read, where reading ``source`` decodes the slide's JPEG.
+    """
     height_px, width_px = target.shape[-2:]
     writer = BlockWriter(target, chunk_px)
 
     def work(region: Region) -> None:
         y0, y1, x0, x1 = region
         block = np.asarray(source[:, 2 * y0 : 2 * y1, 2 * x0 : 2 * x1])
+        if count_decoded is not None:
+            count_decoded(block.shape[-2] * block.shape[-1])
         writer.write(y0, x0, downsample_area_2x(block)[:, : y1 - y0, : x1 - x0])
 
     run_bounded(work, regions(height_px, width_px, block_px, chunk_px, coverage), threads)

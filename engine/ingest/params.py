@@ -71,6 +71,13 @@ class IngestParams(BaseModel):
         description="RGB chunk codec: lossless zstd (default, level 0 byte-exact, readable by every zarr reader) or "
         "the compact 'jpeg' mode (one JPEG per chunk via the slidefleet.jpeg zarr codec, which readers need).",
     )
+    source_tiles: bool = Field(
+        True,
+        description="Native levels the slide stores as JPEG tiles that OpenSlide decodes verbatim (Aperio SVS, "
+        "generic tiled TIFF) keep those tiles byte for byte as their chunks: lossless with respect to the slide, "
+        "no larger than the source, and nothing decoded or re-encoded (readers need the slidefleet.jpeg codec). "
+        "false decodes them and stores the pixels with `codec`.",
+    )
     jpeg_quality: int = Field(
         90, ge=1, le=100, description="JPEG quality of the compact codec (4:4:4 chroma)."
     )

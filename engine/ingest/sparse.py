@@ -13,7 +13,7 @@ coverage is closed downwards: a written chunk of a computed level forces the chu
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
@@ -80,35 +80,60 @@ def touching_chunks(
     return _box_any(integral_image(mask), m_y0, m_y1, m_x0, m_x1)
 
 
-def close_downwards(coarser: NDArray[np.bool_], finer_shape: tuple[int, int]) -> NDArray[np.bool_]:
-    """Chunks of the 2x finer level under the written chunks of ``coarser`` (same chunk size)."""
-    up = np.repeat(np.repeat(coarser, 2, axis=0), 2, axis=1)
-    out = np.zeros(finer_shape, bool)
-    h, w = min(finer_shape[0], up.shape[0]), min(finer_shape[1], up.shape[1])
-    out[:h, :w] = up[:h, :w]
-    return out
+def close_downwards(
+    coarser: NDArray[np.bool_],
+    finer_shape: tuple[int, int],
+    coarser_chunk_px: int = 1,
+    finer_chunk_px: int = 1,
+) -> NDArray[np.bool_]:
+    """Chunks of the 2x finer level under the written chunks of ``coarser``.
+
+    A coarser pixel ``j`` is averaged from finer pixels ``2j, 2j+1``, so finer chunk ``r`` (pixels
+    ``[r*f, (r+1)*f)``) is needed when coarser pixels ``[floor(r*f/2), ceil((r+1)*f/2))`` touch a
+    written coarser chunk. The chunk sizes may differ (a level stored as the slide's own tiles).
+    """
+    c, f = coarser_chunk_px, finer_chunk_px
+    rows, cols = np.arange(finer_shape[0]), np.arange(finer_shape[1])
+
+    def span(index: NDArray[np.int64], limit: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        lo = (index * f // 2) // c
+        coarser_end_px = -(-((index + 1) * f) // 2)  # ceil((i + 1) f / 2)
+        hi = -(-coarser_end_px // c)
+        return np.minimum(lo, limit).astype(np.int64), np.minimum(hi, limit).astype(np.int64)
+
+    y0, y1 = span(rows, coarser.shape[0])
+    x0, x1 = span(cols, coarser.shape[1])
+    return _box_any(integral_image(coarser), y0, y1, x0, x1)
 
 
 def plan_coverage(
     mask: NDArray[np.bool_],
     mask_downsample_yx: tuple[float, float],
     sparse_levels: Sequence[LevelPlan],
-    chunk_px: int,
+    chunk_px: int | Mapping[int, int],
 ) -> dict[int, NDArray[np.bool_]]:
     """Coverage grid of every sparse level (by level index), closed downwards for computed levels.
 
     ``mask`` is the dilated tissue mask. ``sparse_levels`` are ordered finest first; a computed
     level (``native_level is None``) is averaged from the level before it, which therefore must
-    hold every chunk under the computed level's written chunks.
+    hold every chunk under the computed level's written chunks. ``chunk_px`` is one size for all
+    levels or the size of each level (by index).
     """
+
+    def size(plan: LevelPlan) -> int:
+        return chunk_px if isinstance(chunk_px, int) else chunk_px[plan.index]
+
     coverage = {
-        p.index: touching_chunks(mask, mask_downsample_yx, p, chunk_px) for p in sparse_levels
+        p.index: touching_chunks(mask, mask_downsample_yx, p, size(p)) for p in sparse_levels
     }
     ordered = list(sparse_levels)
     for finer, coarser in zip(reversed(ordered[:-1]), reversed(ordered[1:]), strict=True):
         if coarser.native_level is None:
             coverage[finer.index] |= close_downwards(
-                coverage[coarser.index], coverage[finer.index].shape
+                coverage[coarser.index],
+                coverage[finer.index].shape,
+                size(coarser),
+                size(finer),
             )
     return coverage
 

@@ -103,4 +103,13 @@ class ChunkFiles:
         path.write_bytes(encoded)
 
 
-__all__ = ["ChunkFiles"]
+def chunk_file(array: zarr.Array[Any], coords: tuple[int, ...]) -> Path:
+    """The file of chunk ``coords`` of a local zarr v3 array (its default chunk key encoding)."""
+    metadata = array.metadata
+    store = array.store_path.store
+    if not isinstance(metadata, ArrayV3Metadata) or not isinstance(store, LocalStore):
+        raise TypeError(f"{array.store_path}: not a local zarr v3 array")
+    return Path(store.root) / array.store_path.path / metadata.encode_chunk_key(coords)
+
+
+__all__ = ["ChunkFiles", "chunk_file"]

@@ -5,6 +5,10 @@ serializer, so this registered codec is the serializer itself: a chunk is transp
 and encoded by libjpeg-turbo (imagecodecs), 4:4:4 unless ``subsampling`` says otherwise. Readers
 need this codec (it is registered on import of :mod:`engine.store` and through the
 ``zarr.codecs`` entry point of this package); lossless zstd stays the default, readable anywhere.
+
+In *source* mode (``quality`` None, configuration ``{"source_tiles": true}``) the chunks are the
+slide's own JPEG tiles, copied by ingest (:mod:`engine.ingest.source_tiles`): decoding is the
+same, and zarr never encodes into such an array.
 """
 
 from __future__ import annotations
@@ -30,14 +34,17 @@ CODEC_NAME = "slidefleet.jpeg"
 
 @dataclass(frozen=True)
 class JpegCodec(ArrayBytesCodec):
-    """JPEG chunks of a (3, y, x) uint8 RGB array; ``quality`` 1–100."""
+    """JPEG chunks of a (3, y, x) uint8 RGB array; ``quality`` 1–100, or None for the slide's own tiles."""
 
     is_fixed_size = False
 
-    quality: int
+    quality: int | None
 
-    def __init__(self, *, quality: int = 90) -> None:
-        if not 1 <= int(quality) <= 100:
+    def __init__(self, *, quality: int | None = 90, source_tiles: bool = False) -> None:
+        if source_tiles:
+            object.__setattr__(self, "quality", None)
+            return
+        if quality is None or not 1 <= int(quality) <= 100:
             raise ValueError(f"JPEG quality must be 1–100, got {quality}")
         object.__setattr__(self, "quality", int(quality))
 
@@ -47,6 +54,8 @@ class JpegCodec(ArrayBytesCodec):
         return cls(**(configuration or {}))  # type: ignore[arg-type]
 
     def to_dict(self) -> dict[str, JSON]:
+        if self.quality is None:
+            return {"name": CODEC_NAME, "configuration": {"source_tiles": True}}
         return {"name": CODEC_NAME, "configuration": {"quality": self.quality}}
 
     def _decode_sync(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> NDBuffer:
@@ -55,6 +64,11 @@ class JpegCodec(ArrayBytesCodec):
         return chunk_spec.prototype.nd_buffer.from_ndarray_like(chw.reshape(chunk_spec.shape))  # type: ignore[arg-type]
 
     def _encode_sync(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> Buffer | None:
+        if self.quality is None:
+            raise ValueError(
+                f"{CODEC_NAME}: this array holds the slide's own JPEG tiles, copied by ingest; "
+                "it is never written through zarr"
+            )
         chw = np.asarray(chunk_array.as_numpy_array(), dtype=np.uint8)
         if chw.ndim != 3 or chw.shape[0] != 3:
             raise ValueError(f"{CODEC_NAME} stores (3, y, x) RGB chunks, got shape {chw.shape}")

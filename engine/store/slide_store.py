@@ -107,7 +107,7 @@ class SlideStore:
         grid = np.asarray(
             zarr.open_array(self.path / COVERAGE_GROUP / level.path, mode="r")[:]
         ).astype(bool)
-        return grid, int(sparse["chunk_px"])
+        return grid, int(self.image(level).chunks[-1])
 
     def finest_level_not_coarser_than(self, target_um: float) -> Frame:
         """Coarsest image level whose pixels are at most ``target_um`` wide (level 0 if none)."""

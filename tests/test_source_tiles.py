@@ -1,0 +1,231 @@
+"""Native levels kept as the slide's own JPEG tiles: the same bytes, OpenSlide's pixels, fewer bytes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import imagecodecs
+import numpy as np
+import pytest
+import tifffile
+import zarr
+
+from engine.infer import infer
+from engine.ingest import IngestParams, convert_slide
+from engine.ingest.cohort import ingest
+from engine.ingest.source_tiles import decode_planar, standalone_jpeg
+from engine.manifest import read_manifest
+from engine.slides import open_slide
+from engine.store import FleetLayout
+from engine.store.slide_store import COVERAGE_GROUP
+from tests.conftest import CMU_SMALL, shared_slide
+from tests.infer_models import Darkness, darkness_card, register
+
+_JFIF_APP0 = b"\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
+
+
+def _manifest(folder: Path, rows: list[tuple[str, Path, float | None]]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = ["slide_id,path,mpp"] + [f"{sid},{p},{'' if m is None else m}" for sid, p, m in rows]
+    path = folder / "manifest.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _store(result_path: str) -> zarr.Group:
+    return zarr.open_group(result_path, mode="r")
+
+
+def _level_tiles(slide: Path, level_dims: tuple[int, int]) -> tuple[tifffile.TiffPage, list[bytes]]:
+    """The TIFF page with these dimensions and its raw tiles, read by tifffile (not our code)."""
+    with tifffile.TiffFile(slide) as tif:
+        (page,) = [
+            p for p in tif.pages if p.is_tiled and (p.imagewidth, p.imagelength) == level_dims
+        ]
+        fh = tif.filehandle
+        raw = []
+        for offset, count in zip(page.dataoffsets, page.databytecounts, strict=True):
+            fh.seek(offset)
+            raw.append(fh.read(count))
+        return page, raw
+
+
+def _written(group: zarr.Group, path: str) -> np.ndarray:
+    array = group[path]
+    chunk = array.chunks[-1]
+    if f"{COVERAGE_GROUP}/{path}" not in group:
+        return np.ones(array.shape[1:], bool)
+    grid = np.asarray(group[f"{COVERAGE_GROUP}/{path}"][:]).astype(bool)
+    return np.kron(grid, np.ones((chunk, chunk), bool))[: array.shape[1], : array.shape[2]]
+
+
+def test_a_tiff_tile_becomes_a_jpeg_any_decoder_reads_as_the_tiff_says() -> None:
+    rgb = np.random.default_rng(0).integers(0, 256, (32, 48, 3), dtype=np.uint8)
+    # A JPEG of RGB components (no colour transform) that carries a JFIF marker: a decoder
+    # trusting the marker would convert it from YCbCr. The TIFF says RGB: the chunk must too.
+    stream = imagecodecs.jpeg8_encode(rgb, level=95, colorspace="RGB", outcolorspace="RGB")
+    plain = bytes(stream)
+    expected = imagecodecs.jpeg8_decode(plain, colorspace="RGB")
+    with_jfif = plain[:2] + _JFIF_APP0 + plain[2:]
+    fixed = standalone_jpeg(with_jfif, None, adobe_transform=0)
+    assert b"JFIF" not in fixed and fixed.count(b"Adobe") == 1
+    np.testing.assert_array_equal(decode_planar(fixed), expected.transpose(2, 0, 1))
+    # Tables in a separate stream (TIFF JPEGTables) are put in front of an abbreviated tile.
+    tables_end = plain.index(b"\xff\xda")
+    tables = plain[:tables_end] + b"\xff\xd9"
+    abbreviated = b"\xff\xd8" + plain[tables_end:]
+    np.testing.assert_array_equal(
+        decode_planar(standalone_jpeg(abbreviated, tables, 0)), expected.transpose(2, 0, 1)
+    )
+
+
+def test_aperio_tiles_are_stored_byte_for_byte_and_read_as_openslide_reads_them(
+    tmp_path: Path,
+) -> None:
+    (entry,) = read_manifest(_manifest(tmp_path, [("cmu", CMU_SMALL, None)])).entries
+    params = IngestParams(sparse_margin_um=0.0)  # glass around the tissue strip stays unwritten
+    result = convert_slide(entry, FleetLayout(tmp_path / "root"), params)
+    group = _store(result.store_path)
+    level0 = group["0"]
+    meta = group.attrs["slidefleet"]
+    assert meta["levels"][0]["chunks"] == "source-jpeg"
+    page, raw = _level_tiles(CMU_SMALL, (2220, 2967))
+    assert level0.chunks == (3, page.tilelength, page.tilelength) == (3, 240, 240)
+    assert level0.metadata.to_dict()["codecs"][0]["configuration"] == {"source_tiles": True}
+    # Every chunk file is the source tile with the tables in front and an Adobe marker: the
+    # source's entropy-coded data unchanged.
+    columns = -(-page.imagewidth // page.tilewidth)
+    chunk_files = sorted((Path(result.store_path) / "0" / "c" / "0").rglob("*"))
+    chunk_files = [p for p in chunk_files if p.is_file()]
+    coverage = np.asarray(group[f"{COVERAGE_GROUP}/0"][:]).astype(bool)
+    assert len(chunk_files) == int(coverage.sum()) and 0 < coverage.mean() < 1
+    for path in chunk_files:
+        row, col = int(path.parent.name), int(path.name)
+        tile = raw[row * columns + col]
+        scan = tile.index(b"\xff\xda")
+        assert path.read_bytes().endswith(tile[scan:])
+    # Pixels: exactly OpenSlide's inside the written chunks, white glass elsewhere.
+    pixels = np.asarray(level0[:])
+    written = _written(group, "0")
+    with open_slide(CMU_SMALL) as slide:
+        expected = slide.read_region_planar(0, 0, 0, 2220, 2967)
+    np.testing.assert_array_equal(pixels[:, written], expected[:, written])
+    assert (pixels[:, ~written] == 255).all()
+    # ome-zarr-py reads those pixels too (the codec is registered through its entry point).
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+
+    (image_node, *_) = Reader(parse_url(result.store_path))()
+    np.testing.assert_array_equal(np.asarray(image_node.data[0][:].compute()), pixels)
+    # Bytes: the written tiles' own bytes plus the tables and a marker each, no more.
+    level0_bytes = sum(p.stat().st_size for p in chunk_files)
+    source_bytes = sum(len(raw[int(p.parent.name) * columns + int(p.name)]) for p in chunk_files)
+    assert (
+        source_bytes < level0_bytes <= source_bytes + len(chunk_files) * (len(page.jpegtables) + 16)
+    )
+    assert meta["levels"][0]["source_tiles"]["tiles_written"] == len(chunk_files)
+    # Coarser levels are averaged from those pixels: the same as a store that re-encodes level 0.
+    reencoded = convert_slide(
+        entry, FleetLayout(tmp_path / "zstd"), params.model_copy(update={"source_tiles": False})
+    )
+    other = _store(reencoded.store_path)
+    assert other["0"].chunks == (3, 512, 512)
+    for level in meta["levels"][1:]:
+        path = level["path"]
+        inside = _written(group, path) & _written(other, path)
+        np.testing.assert_array_equal(
+            np.asarray(group[path][:])[:, inside], np.asarray(other[path][:])[:, inside]
+        )
+
+
+@pytest.mark.parametrize("colour_space", ["rgb", "ycbcr"])
+def test_every_native_level_of_a_pyramidal_tiff_keeps_its_tiles(
+    tmp_path: Path, colour_space: str
+) -> None:
+    from engine.synth import generate_cohort
+
+    manifest = generate_cohort(
+        tmp_path / "cohort",
+        1,
+        seed=3,
+        width_px=2048,
+        height_px=2048,
+        tissue_fraction=0.35,
+        colour_space=colour_space,  # type: ignore[arg-type]
+    )
+    (entry,) = read_manifest(manifest).entries
+    sparse = convert_slide(entry, FleetLayout(tmp_path / "sparse"), IngestParams())
+    full = convert_slide(entry, FleetLayout(tmp_path / "full"), IngestParams(sparse=False))
+    group, whole = _store(sparse.store_path), _store(full.store_path)
+    levels = group.attrs["slidefleet"]["levels"]
+    native = [level for level in levels if level["native_level"] is not None]
+    assert len(native) > 1 and all(level["chunks"] == "source-jpeg" for level in native)
+    with open_slide(entry.path) as slide:
+        for level in native:
+            path = level["path"]
+            array = whole[path]
+            height, width = array.shape[1:]
+            expected = slide.read_region_planar(0, 0, level["native_level"], width, height)
+            np.testing.assert_array_equal(np.asarray(array[:]), expected)
+            written = _written(group, path)
+            np.testing.assert_array_equal(
+                np.asarray(group[path][:])[:, written], expected[:, written]
+            )
+    # Nothing was decoded from the slide but three tiles a level, checked against OpenSlide.
+    assert group.attrs["slidefleet"]["decoded_megapixels"] <= 3 * len(native) * 256**2 / 1e6
+    # Each native level holds at most its page's bytes, plus one 16-byte colour marker a tile.
+    with tifffile.TiffFile(entry.path) as tif:
+        for level in native:
+            page = tif.pages[level["source_tiles"]["page"]]
+            files = [p for p in (Path(sparse.store_path) / level["path"]).rglob("*") if p.is_file()]
+            chunk_bytes = sum(p.stat().st_size for p in files if p.name != "zarr.json")
+            tiles = level["source_tiles"]["tiles_written"]
+            assert chunk_bytes == level["source_tiles"]["bytes_written"]
+            assert chunk_bytes <= sum(page.databytecounts) + 16 * tiles
+
+
+def test_levels_openslide_does_not_read_as_plain_jpeg_tiles_are_decoded(tmp_path: Path) -> None:
+    # A grey JPEG TIFF: OpenSlide expands it to RGB, so its tiles are not the store's pixels.
+    slide = shared_slide("large_image/test_orient6.tif")
+    (entry,) = read_manifest(_manifest(tmp_path, [("grey", slide, 0.5)])).entries
+    result = convert_slide(entry, FleetLayout(tmp_path / "root"), IngestParams())
+    group = _store(result.store_path)
+    assert all(level["chunks"] == "zstd" for level in group.attrs["slidefleet"]["levels"])
+    assert group["0"].metadata.to_dict()["codecs"][-1]["name"] == "zstd"
+    with open_slide(slide, mpp_override=0.5) as reader:
+        np.testing.assert_array_equal(
+            np.asarray(group["0"][:]), reader.read_region_planar(0, 0, 0, 120, 180)
+        )
+
+
+def test_a_store_of_source_tiles_is_read_in_a_fresh_process_and_scores_the_same(
+    tmp_path: Path, ray_session
+) -> None:
+    manifest = _manifest(tmp_path / "manifest", [("cmu", CMU_SMALL, None)])
+    predictions = {}
+    for name in ("tiles", "zstd"):
+        root = tmp_path / name
+        ingest(manifest, root, params=IngestParams(source_tiles=name == "tiles"), progress=False)
+        model = register(root, Darkness(), darkness_card("darkness"))
+        report = infer(root, model.ref, progress=False)
+        assert not report.failures and report.tiles > 0
+        (pred,) = (root / "predictions" / model.model_id).glob("*.zarr")
+        predictions[name] = np.asarray(zarr.open_group(pred, mode="r")["0"][:])
+    np.testing.assert_array_equal(predictions["tiles"], predictions["zstd"])
+    (store,) = (tmp_path / "tiles" / "slides").glob("*.ome.zarr")
+    level0 = store / "0"
+    assert zarr.open_array(level0, mode="r").metadata.to_dict()["codecs"][0]["name"] == (
+        "slidefleet.jpeg"
+    )
+    code = (
+        "import sys, numpy as np, zarr, engine.store; "
+        "print(np.asarray(zarr.open_array(sys.argv[1], mode='r')[:]).astype(np.int64).sum())"
+    )
+    total = subprocess.run(
+        [sys.executable, "-c", code, str(level0)], check=True, capture_output=True, text=True
+    ).stdout
+    assert int(total) == np.asarray(zarr.open_array(level0, mode="r")[:]).astype(np.int64).sum()
+    with pytest.raises(ValueError, match="own JPEG tiles"):
+        zarr.open_array(level0, mode="r+")[:, :16, :16] = 0
