@@ -126,6 +126,10 @@ def test_aperio_tiles_are_stored_byte_for_byte_and_read_as_openslide_reads_them(
         source_bytes < level0_bytes <= source_bytes + len(chunk_files) * (len(page.jpegtables) + 16)
     )
     assert meta["levels"][0]["source_tiles"]["tiles_written"] == len(chunk_files)
+    # The slide's one level is decoded once, to build the complete tissue level; the level
+    # above it is kept from that pass (pruned), not computed by decoding the copied tiles again.
+    # (Plus the three tiles decoded to check the tiling against OpenSlide.)
+    assert meta["decoded_megapixels"] <= (2220 * 2967 + 3 * 240**2) / 1e6
     # Coarser levels are averaged from those pixels: the same as a store that re-encodes level 0.
     reencoded = convert_slide(
         entry, FleetLayout(tmp_path / "zstd"), params.model_copy(update={"source_tiles": False})

@@ -47,6 +47,7 @@ from engine.ingest.levels import (
     default_threads,
     downsample_chain,
     downsample_stored,
+    half_chain_aligned,
     prune,
 )
 from engine.ingest.params import IngestParams
@@ -287,6 +288,7 @@ def _write_rgb_pyramid(
     #    coarse), without writing the levels finer than it.
     first = _first_complete_level(levels, mpp, tissue_plan, params.sparse_complete_um)
     decoded_native: zarr.Array | None = None
+    decoded_half: zarr.Array | None = None
     native = first
     if first.native_level is not None:
         previous = _write_level(reader, group, first, None, params, threads, sources)
@@ -297,18 +299,24 @@ def _write_rgb_pyramid(
         )
         previous = _create_rgb_array(group, first, params)
         # The native level is decoded in full for this anyway: keep it, prune it once the mask
-        # exists (unless its own tiles are copied later, which needs no decoded pixels).
+        # exists. If its own tiles are copied instead (no decoded pixels needed), keep the level
+        # above it, which would otherwise be computed by decoding the native level again.
+        steps = first.index - native.index
         if sources.of(native) is None:
             decoded_native = _create_rgb_array(group, native, params)
+        elif steps >= 2 and half_chain_aligned(params.block_px, params.chunk_px, steps):
+            half_level = levels[native.index + 1]
+            decoded_half = _create_rgb_array(group, half_level, params)
         downsample_chain(
             reader,
             previous,
             native,
-            first.index - native.index,
+            steps,
             params.block_px,
             params.chunk_px,
             threads,
             native_target=decoded_native,
+            half_target=decoded_half,
         )
     # 2. Coarser levels, complete.
     for plan in levels[first.index + 1 :]:
@@ -329,9 +337,10 @@ def _write_rgb_pyramid(
     # 4. Finer levels, finest first (a computed level averages the one before it).
     previous = None
     for plan in sparse_levels:
-        if decoded_native is not None and plan.index == native.index:
-            prune(decoded_native, params.chunk_px, coverage[plan.index], threads)
-            previous = decoded_native
+        kept = {native.index: decoded_native, native.index + 1: decoded_half}.get(plan.index)
+        if kept is not None:
+            prune(kept, params.chunk_px, coverage[plan.index], threads)
+            previous = kept
         else:
             previous = _write_level(
                 reader, group, plan, previous, params, threads, sources, coverage[plan.index]

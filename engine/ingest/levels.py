@@ -272,22 +272,27 @@ def downsample_chain(
     chunk_px: int,
     threads: int,
     native_target: zarr.Array | None = None,
+    half_target: zarr.Array | None = None,
 ) -> None:
     """Fill ``target`` with ``steps`` successive 2x2 area means of a native level, never storing the
-    levels in between.
+    levels in between unless asked.
 
     Gives the same pixels as averaging level by level: each native sub-block is a multiple of
     ``2**steps`` px, so every intermediate block has even sides except at the image's own edge,
     where the full computation pads by replication too. With ``native_target``, the decoded
     native pixels are written there as well (sub-blocks are chunk-aligned), so a level that is
-    needed anyway is decoded once; :func:`prune` then drops its chunks that are not wanted.
+    needed anyway is decoded once; :func:`prune` then drops its chunks that are not wanted. With
+    ``half_target``, the first 2x mean is written likewise (a native level whose own tiles are
+    copied needs no decoded pixels, but the level above it is computed from them).
     """
     assert native.native_level is not None and steps >= 1
+    assert half_target is None or (steps >= 2 and half_chain_aligned(block_px, chunk_px, steps))
     height_px, width_px = target.shape[-2:]
     factor = 2**steps
     sub_out = max(1, block_px // factor)
     writer = BlockWriter(target, chunk_px)
     native_writer = None if native_target is None else BlockWriter(native_target, chunk_px)
+    half_writer = None if half_target is None else BlockWriter(half_target, chunk_px)
 
     def work(region: Region) -> None:
         y0, y1, x0, x1 = region
@@ -306,8 +311,10 @@ def downsample_chain(
                 )
                 if native_writer is not None:
                     native_writer.write(ny0, nx0, block)
-                for _ in range(steps):
+                for step in range(steps):
                     block = downsample_area_2x(block)
+                    if step == 0 and half_writer is not None:
+                        half_writer.write(ny0 // 2, nx0 // 2, block)
                 out[:, sy - y0 : ey - y0, sx - x0 : ex - x0] = block[:, : ey - sy, : ex - sx]
         writer.write(y0, x0, out)
 
@@ -322,6 +329,12 @@ def downsample_chain(
         ),
         threads,
     )
+
+
+def half_chain_aligned(block_px: int, chunk_px: int, steps: int) -> bool:
+    """Whether :func:`downsample_chain`'s first 2x means fall on whole chunks of their level."""
+    sub_native_px = max(1, block_px // 2**steps) * 2**steps
+    return (sub_native_px // 2) % chunk_px == 0
 
 
 def prune(array: zarr.Array, chunk_px: int, coverage: NDArray[np.bool_], threads: int) -> None:
