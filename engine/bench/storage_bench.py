@@ -122,12 +122,13 @@ def bench_storage(workdir: Path | None, *, quick: bool = False) -> int:
                 ref0, ref_scores = reference
                 diff = level0[:, written].astype(np.float64) - ref0[:, written]
                 mae = float(np.abs(diff).mean())
-                psnr = 10 * np.log10(255**2 / max(float((diff**2).mean()), 1e-12))
+                mse = float((diff**2).mean())
+                psnr = f"{10 * np.log10(255**2 / mse):8.1f}" if mse else f"{'exact':>8s}"
                 both = np.isfinite(scores) & np.isfinite(ref_scores)
                 delta = np.abs(scores[both] - ref_scores[both])
                 flips = float(((scores[both] >= 0.5) != (ref_scores[both] >= 0.5)).mean())
                 print(
-                    f"{name:>20s} {label:>15s} {seconds:8.2f} {ratio:13.2f} {mae:12.2f} {psnr:8.1f} "
+                    f"{name:>20s} {label:>15s} {seconds:8.2f} {ratio:13.2f} {mae:12.2f} {psnr} "
                     f"{float(delta.max()):9.4f} {float(delta.mean()):10.5f} {flips:11.4%}"
                 )
     return 0
