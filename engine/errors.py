@@ -41,6 +41,11 @@ class InputTooLarge(SlideUnreadable):
     """A slide or annotation file is larger than any real one: refused before it is read."""
 
 
+class SourceTileMismatch(SlideFleetError, ValueError):
+    """A slide's JPEG tile decodes differently from what OpenSlide reads, so it cannot be stored
+    as it is (``ingest.source_tiles``)."""
+
+
 class MissingMpp(SlideFleetError, ValueError):
     """The slide has no trustworthy microns-per-pixel and the manifest gives no override."""
 

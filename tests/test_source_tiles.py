@@ -15,7 +15,7 @@ import zarr
 from engine.infer import infer
 from engine.ingest import IngestParams, convert_slide
 from engine.ingest.cohort import ingest
-from engine.ingest.source_tiles import decode_planar, standalone_jpeg
+from engine.ingest.source_tiles import decode_planar, scan_defect, standalone_jpeg
 from engine.manifest import read_manifest
 from engine.slides import open_slide
 from engine.store import FleetLayout
@@ -233,3 +233,108 @@ def test_a_store_of_source_tiles_is_read_in_a_fresh_process_and_scores_the_same(
     assert int(total) == np.asarray(zarr.open_array(level0, mode="r")[:]).astype(np.int64).sum()
     with pytest.raises(ValueError, match="own JPEG tiles"):
         zarr.open_array(level0, mode="r+")[:, :16, :16] = 0
+
+
+def test_a_scanner_like_pyramid_is_stored_in_its_own_tiles(tmp_path: Path) -> None:
+    # As Aperio scanners write: YCbCr 4:2:0 JPEG tiles, native levels 1x, 4x, 16x only. The
+    # store keeps the slide's own levels (NGFF scales need not be powers of two), so every
+    # level is the slide's own tiles: no pixel decoded but the check tiles.
+    from engine.synth import generate_cohort
+
+    manifest = generate_cohort(
+        tmp_path / "cohort",
+        1,
+        seed=5,
+        width_px=4096,
+        height_px=4096,
+        tissue_fraction=0.25,
+        colour_space="ycbcr",
+        level_step=4,
+    )
+    (entry,) = read_manifest(manifest).entries
+    with open_slide(entry.path) as slide:
+        assert [round(d) for d in slide.info.level_downsamples] == [1, 4, 16]
+    default = convert_slide(entry, FleetLayout(tmp_path / "default"), IngestParams())
+    full = convert_slide(
+        entry, FleetLayout(tmp_path / "full"), IngestParams(sparse=False, source_tiles=False)
+    )
+    group, whole = _store(default.store_path), _store(full.store_path)
+    levels = group.attrs["slidefleet"]["levels"]
+    assert [level["chunks"] for level in levels] == ["source-jpeg"] * 3
+    assert [level["native_level"] for level in levels] == [0, 1, 2]
+    # Every written chunk of every level equals the full store that decodes and re-encodes all.
+    for level in levels:
+        path = level["path"]
+        written = _written(group, path)
+        assert written.any()
+        np.testing.assert_array_equal(
+            np.asarray(group[path][:])[:, written], np.asarray(whole[path][:])[:, written]
+        )
+    assert group.attrs["slidefleet"]["decoded_megapixels"] <= 3 * 3 * 256**2 / 1e6
+    # The store is no larger than the slide: its tiles, minus the glass, plus the labels.
+    store_bytes = sum(p.stat().st_size for p in Path(default.store_path).rglob("*") if p.is_file())
+    assert store_bytes <= entry.path.stat().st_size
+
+
+def _corrupt(slide: Path, out: Path, damage: str) -> tuple[Path, int, int]:
+    """A copy of ``slide`` with one level-0 tile in the tissue damaged; returns (path, row, col)."""
+    with tifffile.TiffFile(slide) as tif:
+        page = tif.pages[0]
+        offsets, counts = page.dataoffsets, page.databytecounts
+        columns = -(-page.imagewidth // page.tilewidth)
+    data = bytearray(slide.read_bytes())
+    index = max(range(len(counts)), key=lambda i: counts[i])  # the busiest tile: tissue
+    start, count = offsets[index], counts[index]
+    scan = bytes(data[start : start + count]).index(b"\xff\xda")
+    if damage == "header":  # as openslide-python's unreadable.svs: SOS overwritten by DQT
+        data[start + scan + 1] = 0xDB
+    elif damage == "marker":  # an invalid marker inside the compressed data
+        data[start + scan + 200 : start + scan + 202] = b"\xff\x12"
+    else:  # the second half of the tile zeroed, as a partly written file
+        data[start + count // 2 : start + count] = bytes(count - count // 2)
+    out.write_bytes(bytes(data))
+    return out, *divmod(index, columns)
+
+
+def test_a_corrupt_source_tile_fails_the_slide_with_openslides_reason(tmp_path: Path) -> None:
+    # libjpeg only warns on most damaged tiles and decodes grey; OpenSlide refuses them. A copied
+    # tile is checked, so the slide fails as a decoding conversion would, and no store is left.
+    from engine.synth import generate_cohort
+
+    manifest = generate_cohort(
+        tmp_path / "cohort", 1, seed=3, width_px=2048, height_px=2048, tissue_fraction=0.6
+    )
+    (healthy,) = read_manifest(manifest).entries
+    expected = {
+        "header": "Bogus marker length",
+        "marker": "Corrupt JPEG data",
+        "truncated": "Premature end of JPEG file",
+    }
+    rows = [("healthy", healthy.path, None)]
+    for damage in expected:
+        path, row, col = _corrupt(healthy.path, tmp_path / f"{damage}.tif", damage)
+        rows.append((damage, path, None))
+        with open_slide(path) as slide, pytest.raises(Exception, match=expected[damage]):
+            slide.read_region_planar(col * 256, row * 256, 0, 256, 256)
+    report = ingest(_manifest(tmp_path, rows), tmp_path / "root", progress=False)
+    failed = {f.slide_id: f for f in report.failures}
+    assert set(failed) == set(expected)
+    for damage, reason in expected.items():
+        assert failed[damage].error_type == "SlideUnreadable"
+        assert reason in failed[damage].message and "level 0" in failed[damage].message
+        assert not (tmp_path / "root" / "slides" / f"{damage}.ome.zarr").exists()
+    store = _store(str(tmp_path / "root" / "slides" / "healthy.ome.zarr"))
+    assert store.attrs["slidefleet"]["levels"][0]["chunks"] == "source-jpeg"
+
+
+def test_scan_defect_accepts_sound_tiles_and_names_what_is_broken() -> None:
+    page, raw = _level_tiles(CMU_SMALL, (2220, 2967))
+    tiles = [standalone_jpeg(tile, page.jpegtables, 0) for tile in raw]
+    assert all(scan_defect(tile) is None for tile in tiles)
+    tile = tiles[len(tiles) // 2]
+    assert "end-of-image" in str(scan_defect(tile[:-100]))
+    scan = tile.index(b"\xff\xda")
+    broken = tile[: scan + 300] + b"\xff\x12" + tile[scan + 302 :]
+    assert "0xFF12" in str(scan_defect(broken))
+    restart = tile[: scan + 300] + b"\xff\xd3" + tile[scan + 302 :]  # a restart marker is fine
+    assert scan_defect(restart) is None

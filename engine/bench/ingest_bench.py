@@ -6,8 +6,9 @@ fleet root is removed before each conversion so nothing is reused.
 1. *Floor*: full conversion on all the process's cores against the OpenSlide floor on the same
    cores (every native level read in the conversion's blocks, by as many threads, and discarded).
 2. *Sparse*: full and sparse zstd stores, and the default store (sparse, native levels kept as
-   the slide's own JPEG tiles), of synthetic slides with about 15, 35 and 70 % tissue and of the
-   real CMU-1-Small-Region.svs: pixels decoded, seconds, store bytes over source bytes.
+   the slide's own JPEG tiles), of synthetic slides with about 15, 35 and 70 % tissue (RGB JPEG,
+   every 2x level), of one laid out as scanners write (YCbCr 4:2:0, levels 1x/4x/16x) and of the
+   real CMU-1-Small-Region.svs (one level): pixels decoded, seconds, store bytes over source bytes.
 """
 
 from __future__ import annotations
@@ -91,6 +92,18 @@ def _sparse_table(base: Path, side_px: int, threads: int) -> None:
             tissue_fraction=fraction,
         )
         slides.append((f"synth {side_px}² ~{fraction:.0%}", manifest))
+    # As scanners write: YCbCr 4:2:0 tiles, native levels 1x, 4x, 16x (the others are 2x steps).
+    scanner = generate_cohort(
+        base / "scanner_0.35",
+        1,
+        seed=23,
+        width_px=side_px,
+        height_px=side_px,
+        tissue_fraction=0.35,
+        colour_space="ycbcr",
+        level_step=4,
+    )
+    slides.append((f"SVS-like {side_px}² ~35%", scanner))
     if _CMU.exists():
         cmu = base / "cmu" / "manifest.csv"
         cmu.parent.mkdir(parents=True, exist_ok=True)

@@ -205,7 +205,7 @@ class PyramidOutcome:
         tuple[NDArray[np.bool_], float, float] | None
     )  # (mask, fraction, area_mm2) if detected first
     chunk_px: dict[int, int]
-    source_tiles: dict[int, dict[str, object]]
+    source_tiles: dict[int, dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -236,14 +236,14 @@ def _write_level(
     source = sources.of(plan)
     array = _create_rgb_array(group, plan, params, source)
     if source is not None:
-        tiles, n_bytes = copy_source_tiles(source, array, threads, coverage)
+        tiles, n_bytes = copy_source_tiles(reader, source, array, threads, coverage)
         sources.copied[plan.index] = source.provenance(tiles, n_bytes)
     elif plan.native_level is not None:
         copy_native(reader, array, plan, params.block_px, params.chunk_px, threads, coverage)
     else:
         assert previous is not None
         out_block_px = max(params.chunk_px, params.block_px // 2)
-        reads_slide_jpeg = _is_source_tiles(previous) and isinstance(reader, CountingReader)
+        counting = reader if isinstance(reader, CountingReader) else None
         downsample_stored(
             previous,
             array,
@@ -251,7 +251,9 @@ def _write_level(
             params.chunk_px,
             threads,
             coverage,
-            count_decoded=reader.count_decoded if reads_slide_jpeg else None,  # type: ignore[union-attr]
+            count_decoded=counting.count_decoded
+            if counting is not None and _is_source_tiles(previous)
+            else None,
         )
     return array
 
@@ -443,7 +445,9 @@ def _detect_tissue(
     image: zarr.Group, plan: LevelPlan, mpp_y: float, mpp_x: float, params: IngestParams
 ) -> tuple[NDArray[np.bool_], float, float]:
     """Tissue mask of the stored level ``plan``, its fraction and area (mm²); NoTissue if blank."""
-    rgb = np.asarray(image[str(plan.index)][:]).transpose(1, 2, 0)
+    level = image[str(plan.index)]
+    assert isinstance(level, zarr.Array)
+    rgb = np.asarray(level[:]).transpose(1, 2, 0)
     level_mpp = (mpp_x * plan.downsample_x + mpp_y * plan.downsample_y) / 2
     mask = detect_tissue(rgb, level_mpp, params.tissue.to_params())
     fraction = float(mask.mean())

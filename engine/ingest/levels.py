@@ -19,7 +19,7 @@ import zarr
 from numpy.typing import NDArray
 
 from engine.ingest.pyramid import LevelPlan, downsample_area_2x
-from engine.ingest.source_tiles import SourceTileLayout, open_tiles
+from engine.ingest.source_tiles import SourceTileLayout, checked_tile, open_tiles
 from engine.ingest.sparse import covered_runs
 from engine.slides import SlideReader
 from engine.store.chunk_files import ChunkFiles, chunk_file
@@ -72,6 +72,9 @@ class CountingReader:
         """Pixels decoded outside OpenSlide (a level stored as the slide's JPEG tiles, read back)."""
         with self._lock:
             self.decoded_px += pixels
+
+    def close(self) -> None:
+        self._reader.close()
 
 
 def run_bounded(work: Callable[[Region], None], regions: Iterable[Region], threads: int) -> None:
@@ -196,13 +199,17 @@ def copy_native(
 
 
 def copy_source_tiles(
+    reader: SlideReader,
     layout: SourceTileLayout,
     array: zarr.Array,
     threads: int,
     coverage: NDArray[np.bool_] | None = None,
 ) -> tuple[int, int]:
     """Store the slide's own JPEG tiles of a native level as the array's chunks (all of them, or
-    the covered ones). Returns (tiles, bytes) written. The array's chunks are the source tiles."""
+    the covered ones). Returns (tiles, bytes) written. The array's chunks are the source tiles.
+
+    Each tile is checked for corruption before it is stored (:func:`checked_tile`): a tile
+    OpenSlide cannot decode fails the slide with OpenSlide's reason, as decoding it would."""
     rows, cols = layout.grid_shape
     if tuple(array.chunks[-2:]) != (layout.tile_px, layout.tile_px) or array.shape[-2:] != (
         layout.height_px,
@@ -219,7 +226,7 @@ def copy_source_tiles(
             for col in range(cols):
                 if coverage is not None and not coverage[row, col]:
                     continue
-                jpeg = source.tile(row, col)
+                jpeg = checked_tile(source, reader, row, col)
                 if jpeg is None:  # the file stores no tile here: it reads as the fill value
                     continue
                 path = chunk_file(array, (0, row, col))
@@ -285,7 +292,8 @@ def downsample_chain(
     ``half_target``, the first 2x mean is written likewise (a native level whose own tiles are
     copied needs no decoded pixels, but the level above it is computed from them).
     """
-    assert native.native_level is not None and steps >= 1
+    native_level = native.native_level
+    assert native_level is not None and steps >= 1
     assert half_target is None or (steps >= 2 and half_chain_aligned(block_px, chunk_px, steps))
     height_px, width_px = target.shape[-2:]
     factor = 2**steps
@@ -305,7 +313,7 @@ def downsample_chain(
                 block = reader.read_region_planar(
                     round(nx0 * native.downsample_x),
                     round(ny0 * native.downsample_y),
-                    native.native_level,
+                    native_level,
                     nx1 - nx0,
                     ny1 - ny0,
                 )

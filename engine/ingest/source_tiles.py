@@ -31,6 +31,7 @@ import imagecodecs
 import numpy as np
 import tifffile
 
+from engine.errors import SourceTileMismatch
 from engine.slides import SlideReader
 
 # OpenSlide vendors whose levels are plain TIFF pages read tile by tile.
@@ -60,6 +61,7 @@ class SourceTileLayout:
     byte_counts: tuple[int, ...]
     jpeg_tables: bytes | None
     adobe_transform: int
+    downsample_yx: tuple[float, float]  # level-0 px per pixel of this level (OpenSlide's)
 
     @property
     def grid_shape(self) -> tuple[int, int]:
@@ -129,7 +131,11 @@ def standalone_jpeg(tile: bytes, jpeg_tables: bytes | None, adobe_transform: int
 
 
 def _page_layout(
-    path: Path, native_level: int, page_index: int, page: tifffile.TiffPage
+    path: Path,
+    native_level: int,
+    page_index: int,
+    page: tifffile.TiffPage,
+    downsample_yx: tuple[float, float],
 ) -> SourceTileLayout | None:
     if not (
         page.is_tiled
@@ -155,6 +161,7 @@ def _page_layout(
         byte_counts=tuple(int(c) for c in page.databytecounts),
         jpeg_tables=bytes(tables) if tables is not None else None,
         adobe_transform=_ADOBE_TRANSFORM[int(page.photometric)],
+        downsample_yx=downsample_yx,
     )
 
 
@@ -183,20 +190,13 @@ def find_source_tiles(reader: SlideReader) -> dict[int, SourceTileLayout]:
                 candidates = by_size.get((int(dims[0]), int(dims[1])), [])
                 if len(candidates) != 1:
                     continue
-                layout = _page_layout(path, level, candidates[0][0], candidates[0][1])
+                downsample_yx = (info.height_px / dims[1], info.width_px / dims[0])
+                layout = _page_layout(path, level, *candidates[0], downsample_yx)
                 if layout is not None:
                     found[level] = layout
     except (tifffile.TiffFileError, OSError, ValueError):
         return {}
-    return {
-        level: layout
-        for level, layout in found.items()
-        if tiles_match_reader(
-            layout,
-            reader,
-            (info.height_px / layout.height_px, info.width_px / layout.width_px),
-        )
-    }
+    return {level: layout for level, layout in found.items() if tiles_match_reader(layout, reader)}
 
 
 @contextmanager
@@ -224,7 +224,7 @@ class TileSource:
             return None
         raw = os.pread(self.fd, count, layout.offsets[index])
         if len(raw) != count:
-            raise OSError(f"{layout.path}: short read of tile {index}")
+            raise OSError(f"the file ends inside tile {index} (truncated?)")
         return standalone_jpeg(raw, layout.jpeg_tables, layout.adobe_transform)
 
 
@@ -242,45 +242,119 @@ def _sample_tiles(layout: SourceTileLayout) -> list[tuple[int, int]]:
     return [divmod(i, layout.grid_shape[1]) for i in picks]
 
 
-def tiles_match_reader(
-    layout: SourceTileLayout, reader: SlideReader, downsample_yx: tuple[float, float]
-) -> bool:
+def read_tile_region(
+    layout: SourceTileLayout, reader: SlideReader, row: int, col: int
+) -> np.ndarray:
+    """OpenSlide's (3, h, w) pixels of tile (row, col), clipped to the level (raises
+    :class:`engine.errors.SlideUnreadable` with OpenSlide's reason where it cannot decode it)."""
+    t = layout.tile_px
+    return reader.read_region_planar(
+        round(col * t * layout.downsample_yx[1]),
+        round(row * t * layout.downsample_yx[0]),
+        layout.native_level,
+        min(t, layout.width_px - col * t),
+        min(t, layout.height_px - row * t),
+    )
+
+
+def _decodes_as(jpeg: bytes, expected: np.ndarray, tile_px: int) -> bool:
+    try:
+        pixels = decode_planar(jpeg)
+    except Exception:  # noqa: BLE001 - a stream libjpeg refuses
+        return False
+    height, width = expected.shape[-2:]
+    return pixels.shape == (3, tile_px, tile_px) and np.array_equal(
+        pixels[:, :height, :width], expected
+    )
+
+
+def tiles_match_reader(layout: SourceTileLayout, reader: SlideReader) -> bool:
     """Whether the first, middle and last stored tiles decode to exactly OpenSlide's pixels."""
     samples = _sample_tiles(layout)
     if not samples:
         return False
-    t = layout.tile_px
     with open_tiles(layout) as source:
         for row, col in samples:
             try:
                 jpeg = source.tile(row, col)
-                assert jpeg is not None
-                pixels = decode_planar(jpeg)
-            except Exception:  # noqa: BLE001 - a stream libjpeg refuses: decode this level instead
+            except (NotStandaloneJpeg, OSError):
                 return False
-            if pixels.shape != (3, t, t):
-                return False
-            height = min(t, layout.height_px - row * t)
-            width = min(t, layout.width_px - col * t)
-            expected = reader.read_region_planar(
-                round(col * t * downsample_yx[1]),
-                round(row * t * downsample_yx[0]),
-                layout.native_level,
-                width,
-                height,
-            )
-            if not np.array_equal(pixels[:, :height, :width], expected):
+            if jpeg is None or not _decodes_as(
+                jpeg, read_tile_region(layout, reader, row, col), layout.tile_px
+            ):
                 return False
     return True
+
+
+def scan_defect(jpeg: bytes) -> str | None:
+    """Why a standalone JPEG's entropy-coded data is malformed, or None if it looks sound.
+
+    Cheap (no decoding): the stream must end with its end-of-image marker, and inside the scan
+    every 0xFF byte must be followed by a stuffed zero, a restart marker or another fill byte.
+    That is what truncated or overwritten tiles break; libjpeg then only warns and decodes grey
+    or garbage, while OpenSlide refuses the tile. A baseline tile with a second scan or other
+    markers inside would be flagged too and is then checked by decoding (see
+    :func:`checked_tile`).
+    """
+    if jpeg[-2:] != b"\xff\xd9":
+        return "the tile has no JPEG end-of-image marker (truncated?)"
+    try:
+        header_end = max((end for _, _, end in _segments(jpeg)), default=2)
+    except NotStandaloneJpeg as exc:
+        return str(exc)
+    sos = jpeg.index(b"\xff\xda", header_end)  # after the header (fill bytes may precede it)
+    start = sos + 2 + int.from_bytes(jpeg[sos + 2 : sos + 4], "big")
+    if start > len(jpeg) - 2:
+        return "the tile's scan is empty"
+    scan = np.frombuffer(jpeg, np.uint8, count=len(jpeg) - 2 - start, offset=start)
+    after = scan[1:][scan[:-1] == 0xFF]
+    bad = (after != 0x00) & (after != 0xFF) & ((after < 0xD0) | (after > 0xD7))
+    if bad.any():
+        return f"marker 0xFF{int(after[bad][0]):02X} inside the tile's compressed data"
+    return None
+
+
+def checked_tile(source: TileSource, reader: SlideReader, row: int, col: int) -> bytes | None:
+    """Tile (row, col) as a standalone JPEG to store, checked for corruption first.
+
+    A tile whose stream is malformed (:func:`scan_defect`, an unreadable header, a short read)
+    is read through OpenSlide: where OpenSlide cannot decode it either, the slide fails with
+    OpenSlide's reason (:class:`engine.errors.SlideUnreadable`), as a decoding conversion would;
+    where it can, the tile is stored only if it decodes to exactly OpenSlide's pixels, else the
+    slide fails with :class:`engine.errors.SourceTileMismatch`.
+    """
+    layout = source.layout
+    defect: str | None
+    try:
+        jpeg = source.tile(row, col)
+    except (NotStandaloneJpeg, OSError) as exc:
+        jpeg, defect = None, str(exc)
+    else:
+        if jpeg is None:
+            return None
+        defect = scan_defect(jpeg)
+    if defect is None:
+        return jpeg
+    expected = read_tile_region(layout, reader, row, col)
+    if jpeg is not None and _decodes_as(jpeg, expected, layout.tile_px):
+        return jpeg
+    raise SourceTileMismatch(
+        f"{layout.path}: tile (row {row}, column {col}) of level {layout.native_level} cannot be "
+        f"stored as it is ({defect}), though OpenSlide reads it; convert this slide with "
+        "ingest.source_tiles: false"
+    )
 
 
 __all__ = [
     "NotStandaloneJpeg",
     "SourceTileLayout",
     "TileSource",
+    "checked_tile",
     "decode_planar",
     "find_source_tiles",
     "open_tiles",
+    "read_tile_region",
+    "scan_defect",
     "standalone_jpeg",
     "tiles_match_reader",
 ]

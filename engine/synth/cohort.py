@@ -132,6 +132,7 @@ def generate_cohort(
     slide_prefix: str = "synth",
     workers: int | None = None,
     tissue_fraction: float | None = None,
+    level_step: int = 2,
 ) -> Path:
     """Write a synthetic cohort and return the path of its manifest.
 
@@ -153,8 +154,9 @@ def generate_cohort(
         2 cores).
     mpp
         Level-0 microns per pixel.
-    tile_size_px, jpeg_quality, colour_space
-        TIFF tiling and JPEG settings (see :func:`engine.synth.tiff_writer.write_slide`).
+    tile_size_px, jpeg_quality, colour_space, level_step
+        TIFF tiling, JPEG settings and pyramid steps (see
+        :func:`engine.synth.tiff_writer.write_slide`).
     burden_cycle
         Burden classes given to slides in turn.
     slide_prefix
@@ -190,6 +192,7 @@ def generate_cohort(
             jpeg_quality=jpeg_quality,
             colour_space=colour_space,
             workers=n_workers,
+            level_step=level_step,
         )
         write_qupath_geojson(spec.tumour, out_dir / geojson_rel)
         write_asap_xml(spec.tumour, out_dir / xml_rel)

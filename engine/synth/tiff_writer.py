@@ -32,11 +32,15 @@ logger = logging.getLogger(__name__)
 _UM_PER_CM = 1e4
 
 
-def level_downsamples(width_px: int, height_px: int, min_level_size_px: int = 512) -> list[int]:
-    """Downsamples 1, 2, 4, … while the level's longer side stays above ``min_level_size_px``."""
+def level_downsamples(
+    width_px: int, height_px: int, min_level_size_px: int = 512, level_step: int = 2
+) -> list[int]:
+    """Downsamples 1, step, step², … while the level's longer side stays above ``min_level_size_px``."""
+    if level_step < 2:
+        raise ValueError(f"level_step must be at least 2, got {level_step}")
     downsamples = [1]
     while max(width_px, height_px) / downsamples[-1] > min_level_size_px:
-        downsamples.append(downsamples[-1] * 2)
+        downsamples.append(downsamples[-1] * level_step)
     return downsamples
 
 
@@ -122,6 +126,7 @@ def write_slide(
     min_level_size_px: int = 512,
     colour_space: Literal["rgb", "ycbcr"] = "rgb",
     workers: int = 1,
+    level_step: int = 2,
 ) -> Path:
     """Write a slide as a pyramidal tiled JPEG TIFF, streaming tile by tile.
 
@@ -142,6 +147,9 @@ def write_slide(
         about twice the size). "ycbcr": YCbCr 4:2:0 as most scanners write. OpenSlide reads both.
     workers
         Threads that render and encode tiles ahead of the writer (1: all in the calling thread).
+    level_step
+        Downsample between successive levels: 2 (every level), or 4 as Aperio scanners write
+        (1x, 4x, 16x, …; the store then computes the levels in between).
 
     Returns
     -------
@@ -168,7 +176,9 @@ def write_slide(
     pool = ThreadPoolExecutor(workers, thread_name_prefix="synth-render") if workers > 1 else None
     try:
         with tifffile.TiffWriter(tmp, bigtiff=_needs_bigtiff(spec), byteorder="<") as tif:
-            downsamples = level_downsamples(spec.width_px, spec.height_px, min_level_size_px)
+            downsamples = level_downsamples(
+                spec.width_px, spec.height_px, min_level_size_px, level_step
+            )
             for level, ds in enumerate(downsamples):
                 level_w = math.ceil(spec.width_px / ds)
                 level_h = math.ceil(spec.height_px / ds)
