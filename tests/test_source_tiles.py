@@ -330,11 +330,32 @@ def test_a_corrupt_source_tile_fails_the_slide_with_openslides_reason(tmp_path: 
 def test_scan_defect_accepts_sound_tiles_and_names_what_is_broken() -> None:
     page, raw = _level_tiles(CMU_SMALL, (2220, 2967))
     tiles = [standalone_jpeg(tile, page.jpegtables, 0) for tile in raw]
-    assert all(scan_defect(tile) is None for tile in tiles)
+    assert all(scan_defect(tile, 240) is None for tile in tiles)
     tile = tiles[len(tiles) // 2]
-    assert "end-of-image" in str(scan_defect(tile[:-100]))
+    assert "end-of-image" in str(scan_defect(tile[:-100], 240))
     scan = tile.index(b"\xff\xda")
     broken = tile[: scan + 300] + b"\xff\x12" + tile[scan + 302 :]
-    assert "0xFF12" in str(scan_defect(broken))
+    assert "0xFF12" in str(scan_defect(broken, 240))
     restart = tile[: scan + 300] + b"\xff\xd3" + tile[scan + 302 :]  # a restart marker is fine
-    assert scan_defect(restart) is None
+    assert scan_defect(restart, 240) is None
+    frame = tile.index(b"\xff\xc0")  # a frame header that disagrees with the TIFF's tile size
+    resized = tile[: frame + 5] + (120).to_bytes(2, "big") + tile[frame + 7 :]
+    assert "240x120 px" in str(scan_defect(resized, 240))
+
+
+def test_a_level_at_a_fractional_downsample_is_decoded_not_copied(tmp_path: Path) -> None:
+    # 3001 x 2999 px with 4x levels: level 1 is 751 x 750, 3.996 / 3.999 of level 0. OpenSlide
+    # reads it at sub-pixel offsets (interpolated), so its tiles are not what it returns.
+    from engine.ingest.source_tiles import find_source_tiles
+    from engine.synth import generate_cohort
+
+    manifest = generate_cohort(
+        tmp_path / "cohort", 1, seed=5, width_px=3001, height_px=2999, level_step=4
+    )
+    (entry,) = read_manifest(manifest).entries
+    with open_slide(entry.path) as slide:
+        assert len(slide.info.level_dimensions_px) == 3
+        assert sorted(find_source_tiles(slide)) == [0]
+    result = convert_slide(entry, FleetLayout(tmp_path / "root"), IngestParams())
+    levels = _store(result.store_path).attrs["slidefleet"]["levels"]
+    assert [level["chunks"] for level in levels[:3]] == ["source-jpeg", "zstd", "zstd"]

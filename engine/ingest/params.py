@@ -135,4 +135,6 @@ class IngestParams(BaseModel):
         payload = self.model_dump(exclude={"block_px", "cpus_per_slide"})
         if self.codec != "jpeg":
             payload.pop("jpeg_quality")  # no effect on a lossless store
+        if not self.source_tiles:
+            payload.pop("source_tiles")  # the stores made before the option existed: kept
         return content_hash(payload)

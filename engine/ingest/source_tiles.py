@@ -21,6 +21,7 @@ other level (NDPI, MRXS, DICOM, other compressions, grey slides) is decoded and 
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,11 +35,17 @@ import tifffile
 from engine.errors import SourceTileMismatch
 from engine.slides import SlideReader
 
+logger = logging.getLogger(__name__)
+
 # OpenSlide vendors whose levels are plain TIFF pages read tile by tile.
 _TIFF_VENDORS = frozenset({"aperio", "generic-tiff"})
 _JPEG = 7  # TIFF Compression
 _PHOTOMETRIC_RGB, _PHOTOMETRIC_YCBCR = 2, 6
 _SOI, _SOS, _APP0, _APP14 = 0xD8, 0xDA, 0xE0, 0xEE
+# Start-of-frame markers (baseline, extended, progressive, lossless; Huffman and arithmetic).
+_SOF_MARKERS = frozenset(
+    {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+)
 # Adobe APP14 colour transform: 0 = components are RGB, 1 = YCbCr.
 _ADOBE_TRANSFORM = {_PHOTOMETRIC_RGB: 0, _PHOTOMETRIC_YCBCR: 1}
 
@@ -147,7 +154,16 @@ def _page_layout(
         and page.tilelength == page.tilewidth
         and page.tilewidth % 16 == 0
         and page.imagedepth == 1
+        and all(abs(d - round(d)) < 1e-9 for d in downsample_yx)
     ):
+        # A level whose size is not level 0's divided by a whole number is read by OpenSlide at
+        # sub-pixel offsets (interpolated), so its pixels are not its tiles: decode it instead.
+        return None
+    rows, columns = (
+        -(-int(page.imagelength) // int(page.tilelength)),
+        -(-int(page.imagewidth) // int(page.tilewidth)),
+    )
+    if len(page.dataoffsets) != rows * columns or len(page.databytecounts) != rows * columns:
         return None
     tables = page.jpegtables
     return SourceTileLayout(
@@ -194,7 +210,8 @@ def find_source_tiles(reader: SlideReader) -> dict[int, SourceTileLayout]:
                 layout = _page_layout(path, level, *candidates[0], downsample_yx)
                 if layout is not None:
                     found[level] = layout
-    except (tifffile.TiffFileError, OSError, ValueError):
+    except Exception:  # noqa: BLE001 - any TIFF this module cannot map is decoded as before
+        logger.debug("%s: no source tiles (the TIFF could not be mapped)", path, exc_info=True)
         return {}
     return {level: layout for level, layout in found.items() if tiles_match_reader(layout, reader)}
 
@@ -286,10 +303,11 @@ def tiles_match_reader(layout: SourceTileLayout, reader: SlideReader) -> bool:
     return True
 
 
-def scan_defect(jpeg: bytes) -> str | None:
+def scan_defect(jpeg: bytes, tile_px: int) -> str | None:
     """Why a standalone JPEG's entropy-coded data is malformed, or None if it looks sound.
 
-    Cheap (no decoding): the stream must end with its end-of-image marker, and inside the scan
+    Cheap (no decoding): one frame of ``tile_px``² and 3 components, the stream must end with
+    its end-of-image marker, and inside the scan
     every 0xFF byte must be followed by a stuffed zero, a restart marker or another fill byte.
     That is what truncated or overwritten tiles break; libjpeg then only warns and decodes grey
     or garbage, while OpenSlide refuses the tile. A baseline tile with a second scan or other
@@ -299,9 +317,18 @@ def scan_defect(jpeg: bytes) -> str | None:
     if jpeg[-2:] != b"\xff\xd9":
         return "the tile has no JPEG end-of-image marker (truncated?)"
     try:
-        header_end = max((end for _, _, end in _segments(jpeg)), default=2)
+        segments = list(_segments(jpeg))
     except NotStandaloneJpeg as exc:
         return str(exc)
+    header_end = max((end for _, _, end in segments), default=2)
+    frames = [(start, end) for marker, start, end in segments if marker in _SOF_MARKERS]
+    if len(frames) != 1 or frames[0][1] - frames[0][0] < 10:
+        return "the tile has no single frame header"
+    start, _ = frames[0]
+    height = int.from_bytes(jpeg[start + 5 : start + 7], "big")
+    width = int.from_bytes(jpeg[start + 7 : start + 9], "big")
+    if (height, width, jpeg[start + 9]) != (tile_px, tile_px, 3):
+        return f"the tile's frame is {width}x{height} px with {jpeg[start + 9]} components"
     sos = jpeg.index(b"\xff\xda", header_end)  # after the header (fill bytes may precede it)
     start = sos + 2 + int.from_bytes(jpeg[sos + 2 : sos + 4], "big")
     if start > len(jpeg) - 2:
@@ -332,7 +359,7 @@ def checked_tile(source: TileSource, reader: SlideReader, row: int, col: int) ->
     else:
         if jpeg is None:
             return None
-        defect = scan_defect(jpeg)
+        defect = scan_defect(jpeg, layout.tile_px)
     if defect is None:
         return jpeg
     expected = read_tile_region(layout, reader, row, col)
