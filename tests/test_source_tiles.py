@@ -12,6 +12,7 @@ import pytest
 import tifffile
 import zarr
 
+from engine.errors import SlideUnreadable
 from engine.infer import infer
 from engine.ingest import IngestParams, convert_slide
 from engine.ingest.cohort import ingest
@@ -359,3 +360,65 @@ def test_a_level_at_a_fractional_downsample_is_decoded_not_copied(tmp_path: Path
     result = convert_slide(entry, FleetLayout(tmp_path / "root"), IngestParams())
     levels = _store(result.store_path).attrs["slidefleet"]["levels"]
     assert [level["chunks"] for level in levels[:3]] == ["source-jpeg", "zstd", "zstd"]
+
+
+def test_verify_source_tiles_openslide_fails_damage_that_keeps_the_jpeg_structure(
+    tmp_path: Path,
+) -> None:
+    # A flipped byte inside the compressed data (making no marker) passes the structural check;
+    # libjpeg decodes it with a warning, OpenSlide refuses some such tiles. The strict mode
+    # decodes every copied tile through OpenSlide and fails the slide there.
+    from engine.synth import generate_cohort
+
+    manifest = generate_cohort(
+        tmp_path / "cohort", 1, seed=3, width_px=1024, height_px=1024, tissue_fraction=0.6
+    )
+    (healthy,) = read_manifest(manifest).entries
+    with tifffile.TiffFile(healthy.path) as tif:
+        page = tif.pages[0]
+        offsets, counts = page.dataoffsets, page.databytecounts
+        tables, columns = page.jpegtables, -(-page.imagewidth // page.tilewidth)
+    index = max(range(len(counts)), key=lambda i: counts[i])
+    row, col = divmod(index, columns)
+    data = healthy.path.read_bytes()
+    tile = data[offsets[index] : offsets[index] + counts[index]]
+    damaged_path = tmp_path / "damaged.tif"
+    for position in range(tile.index(b"\xff\xda") + 40, len(tile) - 8, 97):
+        if 0xFF in (tile[position], tile[position] ^ 0x5A):
+            continue
+        flipped = bytearray(data)
+        flipped[offsets[index] + position] ^= 0x5A
+        damaged_path.write_bytes(bytes(flipped))
+        damaged = bytes(flipped[offsets[index] : offsets[index] + counts[index]])
+        if scan_defect(standalone_jpeg(damaged, tables, 0), 256) is not None:
+            continue
+        with open_slide(damaged_path) as slide:
+            try:
+                slide.read_region_planar(col * 256, row * 256, 0, 256, 256)
+            except Exception:  # noqa: BLE001 - OpenSlide refuses this one: the case wanted
+                break
+    else:
+        pytest.fail("no byte flip that OpenSlide refuses and the structure check passes")
+    (entry,) = read_manifest(_manifest(tmp_path, [("damaged", damaged_path, None)])).entries
+    strict = IngestParams(verify_source_tiles="openslide")
+    with pytest.raises(SlideUnreadable, match="Corrupt JPEG data|Premature end"):
+        convert_slide(entry, FleetLayout(tmp_path / "strict"), strict)
+    assert not list((tmp_path / "strict" / "slides").glob("*.ome.zarr"))
+    # On a sound slide the strict mode stores the same bytes, and says what it checked.
+    default = convert_slide(healthy, FleetLayout(tmp_path / "default"), IngestParams())
+    checked = convert_slide(healthy, FleetLayout(tmp_path / "checked"), strict)
+    assert IngestParams().output_hash() == strict.output_hash()
+    for result, verified in ((default, "structure"), (checked, "openslide")):
+        level0 = _store(result.store_path).attrs["slidefleet"]["levels"][0]
+        assert level0["source_tiles"]["verified"] == verified
+    files = sorted(
+        p.relative_to(default.store_path) for p in Path(default.store_path).rglob("*/c/*/*/*")
+    )
+    assert files and files == sorted(
+        p.relative_to(checked.store_path) for p in Path(checked.store_path).rglob("*/c/*/*/*")
+    )
+    for relative in files:
+        if (Path(default.store_path) / relative).is_file():
+            assert (Path(default.store_path) / relative).read_bytes() == (
+                Path(checked.store_path) / relative
+            ).read_bytes()

@@ -65,11 +65,13 @@ def main() -> None:
     (entry,) = read_manifest(manifest_path).entries
     # full / sparse: every level decoded and stored as lossless zstd; default: the engine's
     # defaults (sparse, native levels kept as the slide's own JPEG tiles where it has them).
-    params = (
-        IngestParams(cpus_per_slide=threads)
-        if mode == "default"
-        else IngestParams(cpus_per_slide=threads, sparse=mode == "sparse", source_tiles=False)
-    )
+    # verified: the defaults with every copied tile also decoded by OpenSlide and compared.
+    if mode == "default":
+        params = IngestParams(cpus_per_slide=threads)
+    elif mode == "verified":
+        params = IngestParams(cpus_per_slide=threads, verify_source_tiles="openslide")
+    else:
+        params = IngestParams(cpus_per_slide=threads, sparse=mode == "sparse", source_tiles=False)
     store_bytes = None
     level0_fraction = 1.0
     if mode == "floor":

@@ -236,8 +236,18 @@ def _write_level(
     source = sources.of(plan)
     array = _create_rgb_array(group, plan, params, source)
     if source is not None:
-        tiles, n_bytes = copy_source_tiles(reader, source, array, threads, coverage)
-        sources.copied[plan.index] = source.provenance(tiles, n_bytes)
+        tiles, n_bytes = copy_source_tiles(
+            reader,
+            source,
+            array,
+            threads,
+            coverage,
+            decode_check=params.verify_source_tiles == "openslide",
+        )
+        sources.copied[plan.index] = {
+            **source.provenance(tiles, n_bytes),
+            "verified": params.verify_source_tiles,
+        }
     elif plan.native_level is not None:
         copy_native(reader, array, plan, params.block_px, params.chunk_px, threads, coverage)
     else:

@@ -204,12 +204,15 @@ def copy_source_tiles(
     array: zarr.Array,
     threads: int,
     coverage: NDArray[np.bool_] | None = None,
+    *,
+    decode_check: bool = False,
 ) -> tuple[int, int]:
     """Store the slide's own JPEG tiles of a native level as the array's chunks (all of them, or
     the covered ones). Returns (tiles, bytes) written. The array's chunks are the source tiles.
 
     Each tile is checked for corruption before it is stored (:func:`checked_tile`): a tile
-    OpenSlide cannot decode fails the slide with OpenSlide's reason, as decoding it would."""
+    OpenSlide cannot decode fails the slide with OpenSlide's reason, as decoding it would. With
+    ``decode_check`` every tile is also decoded both ways and compared."""
     rows, cols = layout.grid_shape
     if tuple(array.chunks[-2:]) != (layout.tile_px, layout.tile_px) or array.shape[-2:] != (
         layout.height_px,
@@ -226,7 +229,7 @@ def copy_source_tiles(
             for col in range(cols):
                 if coverage is not None and not coverage[row, col]:
                     continue
-                jpeg = checked_tile(source, reader, row, col)
+                jpeg = checked_tile(source, reader, row, col, decode=decode_check)
                 if jpeg is None:  # the file stores no tile here: it reads as the fill value
                     continue
                 path = chunk_file(array, (0, row, col))

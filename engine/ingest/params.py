@@ -53,7 +53,8 @@ class TissueConfig(BaseModel):
 
 
 class IngestParams(BaseModel):
-    """How slides become OME-Zarr stores. Changing any field except ``block_px`` and ``cpus_per_slide`` re-ingests."""
+    """How slides become OME-Zarr stores. Changing any field except ``block_px``, ``cpus_per_slide`` and
+    ``verify_source_tiles`` (a check, not content: recorded per level) re-ingests."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -77,6 +78,14 @@ class IngestParams(BaseModel):
         "generic tiled TIFF) keep those tiles byte for byte as their chunks: lossless with respect to the slide, "
         "no larger than the source, and nothing decoded or re-encoded (readers need the slidefleet.jpeg codec). "
         "false decodes them and stores the pixels with `codec`.",
+    )
+    verify_source_tiles: Literal["structure", "openslide"] = Field(
+        "structure",
+        description="How each copied source tile is checked. 'structure' (default, ~13 µs a tile, nothing "
+        "decoded): its frame, markers and end-of-image; a damaged tile is read through OpenSlide and fails the "
+        "slide with OpenSlide's reason. 'openslide': every copied tile is also decoded by OpenSlide and by the "
+        "store's codec and must match pixel for pixel, so a tile OpenSlide refuses for damage that keeps the "
+        "JPEG's structure fails the slide too (costs a full decode of the copied tiles; bytes unchanged).",
     )
     jpeg_quality: int = Field(
         90, ge=1, le=100, description="JPEG quality of the compact codec (4:4:4 chroma)."
@@ -131,8 +140,9 @@ class IngestParams(BaseModel):
         return self
 
     def output_hash(self) -> str:
-        """Hash of everything that changes the store's content (``block_px``, ``cpus_per_slide`` do not)."""
-        payload = self.model_dump(exclude={"block_px", "cpus_per_slide"})
+        """Hash of everything that changes the store's content (``block_px``, ``cpus_per_slide`` and
+        ``verify_source_tiles`` do not)."""
+        payload = self.model_dump(exclude={"block_px", "cpus_per_slide", "verify_source_tiles"})
         if self.codec != "jpeg":
             payload.pop("jpeg_quality")  # no effect on a lossless store
         if not self.source_tiles:

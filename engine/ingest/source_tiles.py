@@ -341,14 +341,17 @@ def scan_defect(jpeg: bytes, tile_px: int) -> str | None:
     return None
 
 
-def checked_tile(source: TileSource, reader: SlideReader, row: int, col: int) -> bytes | None:
+def checked_tile(
+    source: TileSource, reader: SlideReader, row: int, col: int, *, decode: bool = False
+) -> bytes | None:
     """Tile (row, col) as a standalone JPEG to store, checked for corruption first.
 
-    A tile whose stream is malformed (:func:`scan_defect`, an unreadable header, a short read)
-    is read through OpenSlide: where OpenSlide cannot decode it either, the slide fails with
-    OpenSlide's reason (:class:`engine.errors.SlideUnreadable`), as a decoding conversion would;
-    where it can, the tile is stored only if it decodes to exactly OpenSlide's pixels, else the
-    slide fails with :class:`engine.errors.SourceTileMismatch`.
+    A tile whose stream is malformed (:func:`scan_defect`, an unreadable header, a short read),
+    or every tile when ``decode`` is set, is read through OpenSlide: where OpenSlide cannot
+    decode it, the slide fails with OpenSlide's reason (:class:`engine.errors.SlideUnreadable`),
+    as a decoding conversion would; where it can, the tile is stored only if it decodes to
+    exactly OpenSlide's pixels, else the slide fails with
+    :class:`engine.errors.SourceTileMismatch`.
     """
     layout = source.layout
     defect: str | None
@@ -360,8 +363,10 @@ def checked_tile(source: TileSource, reader: SlideReader, row: int, col: int) ->
         if jpeg is None:
             return None
         defect = scan_defect(jpeg, layout.tile_px)
-    if defect is None:
+    if defect is None and not decode:
         return jpeg
+    if defect is None:
+        defect = "it decodes differently"
     expected = read_tile_region(layout, reader, row, col)
     if jpeg is not None and _decodes_as(jpeg, expected, layout.tile_px):
         return jpeg
