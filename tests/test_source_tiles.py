@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import imagecodecs
 import numpy as np
@@ -17,7 +18,7 @@ from engine.infer import infer
 from engine.ingest import IngestParams, convert_slide
 from engine.ingest.cohort import ingest
 from engine.ingest.source_tiles import decode_planar, scan_defect, standalone_jpeg
-from engine.manifest import read_manifest
+from engine.manifest import SlideEntry, read_manifest
 from engine.slides import open_slide
 from engine.store import FleetLayout
 from engine.store.slide_store import COVERAGE_GROUP
@@ -51,6 +52,14 @@ def _level_tiles(slide: Path, level_dims: tuple[int, int]) -> tuple[tifffile.Tif
             fh.seek(offset)
             raw.append(fh.read(count))
         return page, raw
+
+
+def _synthetic_slide(tmp_path: Path, **options: Any) -> SlideEntry:
+    """The one slide of a synthetic cohort written with ``generate_cohort(**options)``."""
+    from engine.synth import generate_cohort
+
+    (entry,) = read_manifest(generate_cohort(tmp_path / "cohort", 1, **options)).entries
+    return entry
 
 
 def _written(group: zarr.Group, path: str) -> np.ndarray:
@@ -149,18 +158,14 @@ def test_aperio_tiles_are_stored_byte_for_byte_and_read_as_openslide_reads_them(
 def test_every_native_level_of_a_pyramidal_tiff_keeps_its_tiles(
     tmp_path: Path, colour_space: str
 ) -> None:
-    from engine.synth import generate_cohort
-
-    manifest = generate_cohort(
-        tmp_path / "cohort",
-        1,
+    entry = _synthetic_slide(
+        tmp_path,
         seed=3,
         width_px=2048,
         height_px=2048,
         tissue_fraction=0.35,
-        colour_space=colour_space,  # type: ignore[arg-type]
+        colour_space=colour_space,
     )
-    (entry,) = read_manifest(manifest).entries
     sparse = convert_slide(entry, FleetLayout(tmp_path / "sparse"), IngestParams())
     full = convert_slide(entry, FleetLayout(tmp_path / "full"), IngestParams(sparse=False))
     group, whole = _store(sparse.store_path), _store(full.store_path)
@@ -240,11 +245,8 @@ def test_a_scanner_like_pyramid_is_stored_in_its_own_tiles(tmp_path: Path) -> No
     # As Aperio scanners write: YCbCr 4:2:0 JPEG tiles, native levels 1x, 4x, 16x only. The
     # store keeps the slide's own levels (NGFF scales need not be powers of two), so every
     # level is the slide's own tiles: no pixel decoded but the check tiles.
-    from engine.synth import generate_cohort
-
-    manifest = generate_cohort(
-        tmp_path / "cohort",
-        1,
+    entry = _synthetic_slide(
+        tmp_path,
         seed=5,
         width_px=4096,
         height_px=4096,
@@ -252,7 +254,6 @@ def test_a_scanner_like_pyramid_is_stored_in_its_own_tiles(tmp_path: Path) -> No
         colour_space="ycbcr",
         level_step=4,
     )
-    (entry,) = read_manifest(manifest).entries
     with open_slide(entry.path) as slide:
         assert [round(d) for d in slide.info.level_downsamples] == [1, 4, 16]
     default = convert_slide(entry, FleetLayout(tmp_path / "default"), IngestParams())
@@ -300,12 +301,7 @@ def _corrupt(slide: Path, out: Path, damage: str) -> tuple[Path, int, int]:
 def test_a_corrupt_source_tile_fails_the_slide_with_openslides_reason(tmp_path: Path) -> None:
     # libjpeg only warns on most damaged tiles and decodes grey; OpenSlide refuses them. A copied
     # tile is checked, so the slide fails as a decoding conversion would, and no store is left.
-    from engine.synth import generate_cohort
-
-    manifest = generate_cohort(
-        tmp_path / "cohort", 1, seed=3, width_px=2048, height_px=2048, tissue_fraction=0.6
-    )
-    (healthy,) = read_manifest(manifest).entries
+    healthy = _synthetic_slide(tmp_path, seed=3, width_px=2048, height_px=2048, tissue_fraction=0.6)
     expected = {
         "header": "Bogus marker length",
         "marker": "Corrupt JPEG data",
@@ -348,12 +344,8 @@ def test_a_level_at_a_fractional_downsample_is_decoded_not_copied(tmp_path: Path
     # 3001 x 2999 px with 4x levels: level 1 is 751 x 750, 3.996 / 3.999 of level 0. OpenSlide
     # reads it at sub-pixel offsets (interpolated), so its tiles are not what it returns.
     from engine.ingest.source_tiles import find_source_tiles
-    from engine.synth import generate_cohort
 
-    manifest = generate_cohort(
-        tmp_path / "cohort", 1, seed=5, width_px=3001, height_px=2999, level_step=4
-    )
-    (entry,) = read_manifest(manifest).entries
+    entry = _synthetic_slide(tmp_path, seed=5, width_px=3001, height_px=2999, level_step=4)
     with open_slide(entry.path) as slide:
         assert len(slide.info.level_dimensions_px) == 3
         assert sorted(find_source_tiles(slide)) == [0]
@@ -368,12 +360,7 @@ def test_verify_source_tiles_openslide_fails_damage_that_keeps_the_jpeg_structur
     # A flipped byte inside the compressed data (making no marker) passes the structural check;
     # libjpeg decodes it with a warning, OpenSlide refuses some such tiles. The strict mode
     # decodes every copied tile through OpenSlide and fails the slide there.
-    from engine.synth import generate_cohort
-
-    manifest = generate_cohort(
-        tmp_path / "cohort", 1, seed=3, width_px=1024, height_px=1024, tissue_fraction=0.6
-    )
-    (healthy,) = read_manifest(manifest).entries
+    healthy = _synthetic_slide(tmp_path, seed=3, width_px=1024, height_px=1024, tissue_fraction=0.6)
     with tifffile.TiffFile(healthy.path) as tif:
         page = tif.pages[0]
         offsets, counts = page.dataoffsets, page.databytecounts
