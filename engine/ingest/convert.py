@@ -213,7 +213,7 @@ class _PyramidSources:
     """The slide's JPEG tilings that native levels copy (by OpenSlide level), and what was copied."""
 
     layouts: dict[int, SourceTileLayout]
-    copied: dict[int, dict[str, object]]
+    copied: dict[int, dict[str, Any]]
 
     def of(self, plan: LevelPlan) -> SourceTileLayout | None:
         return None if plan.native_level is None else self.layouts.get(plan.native_level)
@@ -270,7 +270,7 @@ def _write_level(
 
 def _is_source_tiles(array: zarr.Array) -> bool:
     serializer = array.serializer
-    return isinstance(serializer, JpegCodec) and serializer.quality is None
+    return isinstance(serializer, JpegCodec) and serializer.holds_source_tiles
 
 
 def _write_rgb_pyramid(

@@ -48,13 +48,18 @@ class JpegCodec(ArrayBytesCodec):
             raise ValueError(f"JPEG quality must be 1–100, got {quality}")
         object.__setattr__(self, "quality", int(quality))
 
+    @property
+    def holds_source_tiles(self) -> bool:
+        """Whether the chunks are the slide's own JPEG tiles (source mode), not encoded by zarr."""
+        return self.quality is None
+
     @classmethod
     def from_dict(cls, data: dict[str, JSON]) -> Self:
         _, configuration = parse_named_configuration(data, CODEC_NAME, require_configuration=False)
         return cls(**(configuration or {}))  # type: ignore[arg-type]
 
     def to_dict(self) -> dict[str, JSON]:
-        if self.quality is None:
+        if self.holds_source_tiles:
             return {"name": CODEC_NAME, "configuration": {"source_tiles": True}}
         return {"name": CODEC_NAME, "configuration": {"quality": self.quality}}
 
@@ -64,7 +69,7 @@ class JpegCodec(ArrayBytesCodec):
         return chunk_spec.prototype.nd_buffer.from_ndarray_like(chw.reshape(chunk_spec.shape))  # type: ignore[arg-type]
 
     def _encode_sync(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> Buffer | None:
-        if self.quality is None:
+        if self.quality is None:  # source mode (narrowed for the encoder below)
             raise ValueError(
                 f"{CODEC_NAME}: this array holds the slide's own JPEG tiles, copied by ingest; "
                 "it is never written through zarr"
